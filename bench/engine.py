@@ -1,0 +1,284 @@
+"""Engine throughput and lateness on SQLite and PostgreSQL.
+
+Run: ``.venv/bin/python bench/engine.py [--runs 50000] [--repeats 3] [--rss-runs 200000]``
+
+Figures (medians of the repeats, printed, not asserted):
+
+* enqueue/s — manual triggers, one transaction each (the API's create path);
+* fire/s    — schedule fires turned into runs by the scheduler's batched transaction;
+* run/s, 1 process — ``duly.noop`` runs claimed, executed and completed by one node in
+  this process, from ``--runs`` queued (claim batch, job in a thread, batched fenced
+  completion with the attempt row);
+* run/s, 3 processes — the same drained by three ``duly worker`` processes (on SQLite,
+  from a tenth of ``--runs``: one writer for all processes is not a way to scale);
+* lateness p50/p99/max — fire-to-start for 1,000 runs due evenly over 30 s on an
+  otherwise idle node (the worker sleeps until the next due run);
+* RSS — the worker's resident memory before and after ``--rss-runs`` runs, in rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from duly.clock import SystemClock
+from duly.db import upgrade
+from duly.engine.builtin import builtin_registry
+from duly.engine.client import EngineClient
+from duly.engine.node import Node
+from duly.engine.options import EngineOptions
+from duly.engine.planning import PlannedRun
+from duly.engine.states import RunStatus
+from duly.engine.store.base import FireDecision, NewSchedule, RunFilter
+from duly.engine.store.sql import SqlStore, create_db_engine
+from duly.logs import configure_logging
+
+CLOCK = SystemClock()
+
+
+def machine() -> str:
+    return (f"{platform.node()} · {platform.system()} {platform.machine()} · "
+            f"{os.cpu_count()} CPUs · Python {platform.python_version()}")
+
+
+class Database:
+    """A fresh database per measurement."""
+
+    def __init__(self, kind: str, pg_url: str) -> None:
+        self.kind, self.pg_url = kind, pg_url
+        self.tmp = tempfile.TemporaryDirectory()
+        self.name = ""
+        self.url = ""
+
+    def create(self) -> SqlStore:
+        if self.kind == "sqlite":
+            url = f"sqlite:///{Path(self.tmp.name) / f'{uuid.uuid4().hex}.db'}"
+        else:
+            self.name = f"duly_bench_{uuid.uuid4().hex[:8]}"
+            admin = create_engine(self.pg_url, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{self.name}"'))
+            admin.dispose()
+            url = make_url(self.pg_url).set(database=self.name).render_as_string(hide_password=False)
+        self.url = url
+        engine = create_db_engine(url, pool_size=20)
+        upgrade(engine)
+        return SqlStore(engine)
+
+    def drop(self, store: SqlStore) -> None:
+        store.dispose()
+        if self.kind == "postgres":
+            admin = create_engine(self.pg_url, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+            admin.dispose()
+
+
+def bench_enqueue(store: SqlStore, n: int) -> float:
+    client = EngineClient(store, builtin_registry, SystemClock())
+    start = time.perf_counter()
+    for i in range(n):
+        client.trigger("duly.noop", idempotency_key=f"bench-{i}")
+    return n / (time.perf_counter() - start)
+
+
+def bench_fire(store: SqlStore, n: int) -> float:
+    now = datetime.now(UTC)
+    for i in range(200):
+        store.schedule_upsert(NewSchedule(name=f"b{i}", job_name="duly.noop", spec="every:1s",
+                                          overlap="allow"), now, lambda s: now)
+    per = n // 200
+    fires = [now + timedelta(seconds=k) for k in range(per)]
+
+    def plan(sched, active):  # stands in for the trigger: `per` fires due at once
+        return FireDecision(runs=[PlannedRun(f, RunStatus.QUEUED) for f in fires],
+                            next_fire_at=fires[-1] + timedelta(seconds=1))
+
+    start = time.perf_counter()
+    total = 0
+    while fired := store.schedule_fire_due(fires[-1], 50, plan):
+        total += sum(len(f.created_run_ids) for f in fired)
+    return total / (time.perf_counter() - start)
+
+
+def queue_noops(store: SqlStore, n: int, at: datetime) -> None:
+    """``n`` no-op runs due at ``at``, created fast through the scheduler's batch path."""
+    schedules = 100
+    batch = uuid.uuid4().hex[:6]  # new schedules each call: an existing one is not due again
+    for i in range(schedules):
+        store.schedule_upsert(NewSchedule(name=f"q{batch}-{i}", job_name="duly.noop",
+                                          spec="every:1s", overlap="allow"), at, lambda s: at)
+    per = -(-n // schedules)
+    fires = [at - timedelta(microseconds=k) for k in range(per)]
+    made = 0
+
+    def plan(sched, active):
+        nonlocal made
+        take = min(per, n - made)
+        made += take
+        return FireDecision(runs=[PlannedRun(f, RunStatus.QUEUED) for f in fires[:take]],
+                            next_fire_at=at + timedelta(days=365))
+
+    while store.schedule_fire_due(at, 50, plan):
+        pass
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+async def drain_in_process(store: SqlStore, n: int) -> float:
+    """Runs per second for one node in this process draining ``n`` queued runs."""
+    queue_noops(store, n, CLOCK.now())
+    opts = EngineOptions(node_name="bench", concurrency=32, claim_batch=64, max_idle_seconds=0.5)
+    node = Node(store, builtin_registry, CLOCK, opts, roles=("worker",))
+    start = time.perf_counter()
+    await node.start()
+    assert node.worker is not None
+    while node.worker.completed < n:  # noqa: ASYNC110 - polling a counter is the measurement
+        await asyncio.sleep(0.01)
+    elapsed = time.perf_counter() - start
+    await node.stop()
+    return n / elapsed
+
+
+def count_succeeded(store: SqlStore) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM runs WHERE status = 'succeeded'"))
+                   .scalar_one())
+
+
+def drain_processes(store: SqlStore, url: str, n: int, processes: int) -> float:
+    """Runs per second for ``processes`` ``duly worker`` processes draining ``n`` queued runs."""
+    queue_noops(store, n, CLOCK.now())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DULY_")}
+    env.update(DULY_DATABASE_URL=url, DULY_LOGGING__LEVEL="warning",
+               DULY_ENGINE__WORKER_CONCURRENCY="32", DULY_ENGINE__CLAIM_BATCH="64",
+               DULY_ENGINE__MAX_IDLE_SECONDS="0.2")
+    with tempfile.TemporaryDirectory() as cwd:
+        procs = [subprocess.Popen([sys.executable, "-m", "duly", "worker", "--no-scheduler"],
+                                  env={**env, "DULY_NODE_NAME": f"w{i}"}, cwd=cwd,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for i in range(processes)]
+        start = time.perf_counter()
+        try:
+            while count_succeeded(store) < n:
+                if any(p.poll() is not None for p in procs):
+                    raise RuntimeError("a worker process died")
+                CLOCK.sleep_blocking(0.05)
+            elapsed = time.perf_counter() - start
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                p.wait(timeout=60)
+    return n / elapsed
+
+
+async def lateness(store: SqlStore, n: int = 1000, over: float = 30.0) -> tuple[float, float, float]:
+    """Fire-to-start lateness (ms) of ``n`` runs due evenly over ``over`` seconds."""
+    client = EngineClient(store, builtin_registry, CLOCK)
+    opts = EngineOptions(node_name="bench", concurrency=32, claim_batch=64, max_idle_seconds=5)
+    node = Node(store, builtin_registry, CLOCK, opts, roles=("worker",))
+    await node.start()
+    first = CLOCK.now() + timedelta(seconds=2)
+    for i in range(n):
+        client.trigger("duly.noop", idempotency_key=f"late-{i}",
+                       scheduled_for=first + timedelta(seconds=over * i / n))
+    assert node.worker is not None
+    while node.worker.completed < n:  # noqa: ASYNC110 - polling a counter is the measurement
+        await asyncio.sleep(0.05)
+    await node.stop()
+    runs = store.run_list(RunFilter(limit=n + 10))
+    lags = sorted((r.started_at - r.scheduled_for).total_seconds() * 1000
+                  for r in runs if r.started_at)
+    return lags[len(lags) // 2], lags[int(len(lags) * 0.99)], lags[-1]
+
+
+async def memory(store: SqlStore, total: int, rounds: int = 10) -> list[float]:
+    """RSS (MiB) after each round of ``total / rounds`` runs through one node."""
+    opts = EngineOptions(node_name="bench", concurrency=32, claim_batch=64, max_idle_seconds=0.5)
+    node = Node(store, builtin_registry, CLOCK, opts, roles=("worker",))
+    await node.start()
+    assert node.worker is not None
+    out = [rss_mib()]
+    per = total // rounds
+    for r in range(rounds):
+        await asyncio.to_thread(queue_noops, store, per, CLOCK.now())
+        while node.worker.completed < per * (r + 1):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        out.append(rss_mib())
+    await node.stop()
+    return out
+
+
+def measure(db: Database, fn, *args):  # type: ignore[no-untyped-def]
+    store = db.create()
+    try:
+        result = fn(store, *args)
+        return asyncio.run(result) if asyncio.iscoroutine(result) else result
+    finally:
+        db.drop(store)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=50_000)
+    parser.add_argument("--enqueue", type=int, default=5_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rss-runs", type=int, default=200_000)
+    parser.add_argument("--pg", default=os.environ.get(
+        "DULY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--stores", default="sqlite,postgres")
+    args = parser.parse_args()
+    configure_logging("warning", "json")
+    print(f"machine: {machine()}")
+    print(f"queued runs per drain: {args.runs:,}; enqueue/fire: {args.enqueue:,}; "
+          f"medians of {args.repeats}\n")
+    print("| store | enqueue/s | fire/s | run/s, 1 process | run/s, 3 processes | "
+          "lateness p50 / p99 / max | RSS before → after |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for kind in args.stores.split(","):
+        db = Database(kind, args.pg)
+        res: dict[str, list[float]] = {k: [] for k in ("enq", "fire", "run1", "run3")}
+        lat: list[tuple[float, float, float]] = []
+        for _ in range(args.repeats):
+            res["enq"].append(measure(db, bench_enqueue, args.enqueue))
+            res["fire"].append(measure(db, bench_fire, args.enqueue))
+            res["run1"].append(measure(db, drain_in_process, args.runs))
+            # SQLite has one writer for all processes: several processes on one file are
+            # correct but not a way to scale, so they are measured on fewer runs.
+            n3 = args.runs if kind == "postgres" else max(args.runs // 10, 1000)
+            store = db.create()
+            try:
+                res["run3"].append(drain_processes(store, db.url, n3, 3))
+            finally:
+                db.drop(store)
+            lat.append(measure(db, lateness))
+        rss = measure(db, memory, args.rss_runs) if args.rss_runs else [0.0, 0.0]
+        med = {k: statistics.median(v) for k, v in res.items()}
+        p50, p99, worst = (statistics.median(x[i] for x in lat) for i in range(3))
+        print(f"| {kind} | {med['enq']:,.0f} | {med['fire']:,.0f} | {med['run1']:,.0f} | "
+              f"{med['run3']:,.0f} | {p50:.1f} / {p99:.1f} / {worst:.1f} ms | "
+              f"{rss[0]:.0f} → {rss[-1]:.0f} MiB (after each round: "
+              f"{', '.join(f'{x:.0f}' for x in rss[1:])}) |")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""A source-watch job on the engine alone: see README.md."""

@@ -1,0 +1,1 @@
+"""Groups of ``duly`` sub-commands, one module each; ``duly.cli`` registers them."""

@@ -1,0 +1,89 @@
+"""Operations on the engine for the CLI and the API: trigger, schedules, runs, alerts."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from duly.clock import Clock
+from duly.engine.registry import JobRegistry
+from duly.engine.states import FINAL
+from duly.engine.store.base import NewRun, NewSchedule, RunFilter, RunRow, ScheduleRow
+from duly.engine.store.sql import SqlStore
+from duly.engine.triggers import first_fire, trigger_for
+
+__all__ = ["EngineClient"]
+
+
+class EngineClient:
+    """A synchronous façade over the store, with the clock and the job registry."""
+
+    def __init__(self, store: SqlStore, registry: JobRegistry, clock: Clock) -> None:
+        self.store = store
+        self.registry = registry
+        self.clock = clock
+
+    def trigger(
+        self,
+        job_name: str,
+        args: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        scheduled_for: datetime | None = None,
+        origin: str = "manual",
+    ) -> tuple[RunRow, bool]:
+        """Enqueue a run of ``job_name`` now (or at ``scheduled_for``).
+
+        The same ``idempotency_key`` always gives the same run. Returns the run and whether
+        it was created by this call.
+
+        :raises UnknownJob: if no such job is registered.
+        """
+        job = self.registry.get(job_name)
+        now = self.clock.now()
+        key = idempotency_key or f"manual:{uuid.uuid4()}"
+        return self.store.run_enqueue(
+            NewRun(
+                job_name=job.name,
+                scheduled_for=scheduled_for or now,
+                idempotency_key=key,
+                args=args or {},
+                queue=job.queue,
+                priority=job.priority,
+                max_attempts=job.retry.max_attempts,
+                window_seconds=job.window.total_seconds() if job.window else None,
+                origin=origin,
+            ),
+            now,
+        )
+
+    def upsert_schedule(self, new: NewSchedule) -> ScheduleRow:
+        """Create or update a schedule by name (validates its spec and job first)."""
+        self.registry.get(new.job_name)
+        trigger_for(new)  # raises SpecError on a bad spec, before anything is written
+        now = self.clock.now()
+        return self.store.schedule_upsert(new, now, lambda s: first_fire(s, now))
+
+    def pause(self, name: str) -> ScheduleRow:
+        """Stop firing ``name``."""
+        return self.store.schedule_set_paused(name, True, self.clock.now(), None)
+
+    def resume(self, name: str) -> ScheduleRow:
+        """Fire ``name`` again from now on (fires while paused are not caught up)."""
+        sched = self.store.schedule_get(name)
+        if sched is None:
+            from duly.engine.errors import NotFound
+
+            raise NotFound(f"no schedule named {name!r}")
+        now = self.clock.now()
+        return self.store.schedule_set_paused(name, False, now, first_fire(sched, now))
+
+    def runs(self, flt: RunFilter) -> list[RunRow]:
+        """Runs, newest first."""
+        return self.store.run_list(flt)
+
+    def is_final(self, run_id: int) -> bool:
+        """Whether run ``run_id`` has finished."""
+        run = self.store.run_get(run_id)
+        return run is not None and run.status in FINAL

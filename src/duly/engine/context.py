@@ -1,0 +1,130 @@
+"""What a running job sees: :class:`JobContext`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from duly.clock import Clock
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from duly.engine.store.sql import SqlEffects, SqlStore
+
+__all__ = ["Cancelled", "JobContext"]
+
+#: Progress is written at most this often; the last value is also written at completion.
+PROGRESS_INTERVAL = timedelta(seconds=1)
+
+
+class Cancelled(Exception):
+    """Raised by :meth:`JobContext.check_cancelled` when an operator cancelled the run."""
+
+
+class CancelFlag:
+    """Set once when an operator cancels a run; a ``threading.Event`` without the waiting.
+
+    One is made per run, and a batch makes hundreds at once: an ``Event`` (a lock and a
+    condition) cost more than the rest of the context.
+    """
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        """Mark the run cancelled (from any thread)."""
+        self._set = True
+
+    def is_set(self) -> bool:
+        """Whether the run was cancelled."""
+        return self._set
+
+
+@dataclass
+class JobContext:
+    """The run a job is executing, and the engine's services it may use.
+
+    :ivar run_id: the run's id.
+    :ivar scheduled_for: the nominal instant of the run (UTC).
+    :ivar attempt: 1 for the first try.
+    :ivar idempotency_key: deterministic per run; pass it to every external effect.
+    :ivar args: the run's JSON arguments.
+    :ivar log: a structlog logger bound to the run (run_id, job, attempt).
+    :ivar clock: the engine's clock; wait with it, never with ``time.sleep``.
+    """
+
+    run_id: int
+    job_name: str
+    scheduled_for: datetime
+    attempt: int
+    max_attempts: int
+    idempotency_key: str
+    args: dict[str, Any]
+    clock: Clock
+    fencing_token: int
+    node: str
+    _log: Any = field(default=None, repr=False)
+    _store: SqlStore | None = field(default=None, repr=False)
+    _effects: SqlEffects | None = field(default=None, repr=False)
+    _cancel: CancelFlag = field(default_factory=lambda: CancelFlag(), repr=False)
+    _last_progress_write: datetime | None = field(default=None, repr=False)
+    progress: tuple[int, int | None] | None = None
+
+    @property
+    def log(self) -> Any:
+        """A structlog logger bound to the run (run_id, job, attempt); made on first use."""
+        if self._log is None:
+            self._log = structlog.get_logger("duly.job").bind(
+                run_id=self.run_id, job=self.job_name, attempt=self.attempt
+            )
+        return self._log
+
+    @property
+    def is_last_attempt(self) -> bool:
+        """Whether a failure now is final."""
+        return self.attempt >= self.max_attempts
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether an operator asked to cancel this run."""
+        return self._cancel.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`Cancelled` if the run was cancelled; long jobs call this between items."""
+        if self._cancel.is_set():
+            raise Cancelled(f"run {self.run_id} was cancelled")
+
+    def report_progress(self, done: int, total: int | None = None) -> None:
+        """Record that ``done`` of ``total`` items are finished (shown by ``duly runs show``)."""
+        self.progress = (done, total)
+        now = self.clock.now()
+        if self._store is None:
+            return
+        due = (
+            self._last_progress_write is None
+            or now - self._last_progress_write >= PROGRESS_INTERVAL
+        )
+        if due or (total is not None and done >= total):
+            self._last_progress_write = now
+            self._store.run_progress(self.run_id, self.fencing_token, done, total, now)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """The database transaction the run completes in.
+
+        Statements executed on the yielded connection commit atomically with the run's
+        success, and are rolled back if the job then fails or the lease was lost (the
+        fencing check fails). Use it as the job's last step: on SQLite it holds the
+        database's write lock until the run completes.
+        """
+        if self._effects is None:
+            raise RuntimeError("this context has no store; transaction() needs a running engine")
+        yield self._effects.connection

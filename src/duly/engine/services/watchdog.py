@@ -1,0 +1,73 @@
+"""The watchdog: runs that did not start on time, and runs past their job's window."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from duly.engine.services.base import Service
+from duly.engine.store.base import NewAlert
+
+__all__ = ["WatchdogService"]
+
+
+class WatchdogService(Service):
+    """Raises each alert once per run."""
+
+    name = "watchdog"
+
+    async def run(self) -> None:
+        """Check every ``watchdog_interval_seconds``."""
+        interval = self.env.options.watchdog_interval_seconds
+        while not self.stopping.is_set():
+            self._begin_pass()
+            await self.env.db(self.check_once)
+            self._mark_pass()
+            await self.env.clock.sleep_until(
+                self.env.clock.now() + timedelta(seconds=interval), self.wakeup
+            )
+
+    def check_once(self) -> int:
+        """One pass (blocking); returns the number of alerts raised."""
+        now = self.env.clock.now()
+        store, alerts = self.env.store, self.env.alerts
+        threshold = timedelta(minutes=self.env.options.watchdog_start_minutes)
+        raised = 0
+        for run in store.run_mark_late_starts(now - threshold, 500):
+            raised += 1
+            alerts.raise_alert(
+                NewAlert(
+                    dedupe_key=f"run.not_started:{run.id}",
+                    rule="run.not_started",
+                    severity="high",
+                    title=f"{run.job_name} run {run.id} due {run.scheduled_for.isoformat()} has not "
+                    f"started within {threshold}",
+                    now=now,
+                    run_id=run.id,
+                    job_name=run.job_name,
+                    details={
+                        "scheduled_for": run.scheduled_for.isoformat(),
+                        "threshold_minutes": threshold.total_seconds() / 60,
+                    },
+                )
+            )
+        for run in store.run_mark_window_overruns(now, 500):
+            raised += 1
+            alerts.raise_alert(
+                NewAlert(
+                    dedupe_key=f"run.window_exceeded:{run.id}",
+                    rule="run.window_exceeded",
+                    severity="high",
+                    title=f"{run.job_name} run {run.id} is still {run.status.value} past its window "
+                    f"(ended {run.window_ends_at.isoformat() if run.window_ends_at else '?'})",
+                    now=now,
+                    run_id=run.id,
+                    job_name=run.job_name,
+                    details={
+                        "scheduled_for": run.scheduled_for.isoformat(),
+                        "status": run.status.value,
+                        "progress_done": run.progress_done,
+                        "progress_total": run.progress_total,
+                    },
+                )
+            )
+        return raised

@@ -1,0 +1,647 @@
+"""The worker loop: claims runs under a lease, executes jobs, writes outcomes.
+
+* claims in batches up to free capacity (per-node limit), respecting per-job limits,
+  queues and priorities (the store enforces limits across nodes);
+* heartbeats extend the leases of in-flight runs and pick up cancel requests;
+* an attempt is stopped at its job's timeout (async: cancelled; sync: abandoned in its
+  thread, its effects rolled back when it returns) and counted ``JOB_TIMEOUT``;
+* a failure is retried with the job's backoff while attempts remain and the error is
+  retryable; after the last, the run is ``failed`` and an alert is raised;
+* on stop: no new claims; in-flight runs get ``shutdown_grace_seconds`` to finish, then are
+  handed back to the queue without losing an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from duly.clock import WaitTrackingClock
+from duly.engine.context import Cancelled, JobContext
+from duly.engine.errors import JobError, LeaseLost, UnknownJob
+from duly.engine.registry import JobDefinition
+from duly.engine.retry import RetryPolicy
+from duly.engine.services.base import Env, Service
+from duly.engine.states import RunStatus
+from duly.engine.store.base import ClaimedRun, ClaimParams, CompleteParams, NewAlert, RunRow
+from duly.engine.store.sql import SqlEffects
+
+__all__ = ["Outcome", "WorkerService"]
+
+MAX_ERROR_MESSAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, before it is written."""
+
+    status: RunStatus
+    result: Any = None
+    code: str | None = None
+    message: str | None = None
+    retryable: bool | None = None
+    trace: str | None = None
+    abandoned: bool = False
+    """A sync attempt left running in its thread (timeout); it rolls its own effects back."""
+
+
+@dataclass
+class _InFlight:
+    run: RunRow
+    ctx: JobContext
+    task: asyncio.Task[None]
+
+
+class WorkerService(Service):
+    """Runs jobs."""
+
+    name = "worker"
+
+    def __init__(self, env: Env) -> None:
+        super().__init__(env)
+        self.wakeup = env.listen("runs")
+        self.in_flight: dict[int, _InFlight] = {}
+        self._threads = ThreadPoolExecutor(
+            max_workers=env.options.concurrency, thread_name_prefix="duly-job"
+        )
+        self.completed = 0
+        self.last_claimed = 0
+        self._heartbeat_clock = WaitTrackingClock(env.clock)
+        opts = env.options
+        self._claim_threshold = max(1, min(opts.claim_batch, opts.concurrency) // 4)
+        self._completions: list[tuple[CompleteParams, asyncio.Future[bool]]] = []
+        self._completions_ready = asyncio.Event()
+        self._batch_jobs = {j.name: j for j in env.registry if j.batch is not None}
+        self._batch_cap = opts.max_batch_size
+        self._batch_slot_cap = max(1, opts.concurrency // 2)
+        self._single_jobs = frozenset(j.name for j in env.registry if j.batch is None)
+
+    @property
+    def slots_in_use(self) -> int:
+        """Concurrency slots taken: one per single run, one per batch of runs."""
+        return len({id(f.task) for f in self.in_flight.values()})
+
+    @property
+    def batch_slots_in_use(self) -> int:
+        """Slots taken by batches of batch jobs."""
+        return len(
+            {id(f.task) for f in self.in_flight.values() if f.run.job_name in self._batch_jobs}
+        )
+
+    @property
+    def heartbeat_idle(self) -> bool:
+        """Whether the heartbeat loop is waiting for its next beat (not beating now)."""
+        return self._heartbeat_clock.waiting
+
+    # -- main loop ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Claim and execute until stopped, then drain."""
+        heartbeat = asyncio.create_task(self._heartbeat_loop(), name="duly-heartbeat")
+        completer = asyncio.create_task(self._completion_loop(), name="duly-completer")
+        try:
+            await self._claim_loop()
+        finally:
+            await self._drain()
+            heartbeat.cancel()
+            completer.cancel()
+            await asyncio.gather(heartbeat, completer, return_exceptions=True)
+            self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def _claim_loop(self) -> None:
+        opts = self.env.options
+        while not self.stopping.is_set():
+            self.wakeup.clear()
+            self._begin_pass()
+            free = opts.concurrency - self.slots_in_use
+            # A busy node claims in batches: one transaction for many runs instead of one
+            # per freed slot. An idle node claims at once, for low latency.
+            may_claim = free > 0 and (not self.in_flight or free >= self._claim_threshold)
+            claimed: list[ClaimedRun] = []
+            params = self._claim_params(free)
+            full = False
+            if may_claim and self._batch_jobs and self.batch_slots_in_use < self._batch_slot_cap:
+                # Batch jobs first (up to a whole batch for one slot), in at most half the
+                # slots: a flood of transfers never keeps other jobs waiting.
+                batch_params = self._batch_claim_params(params)
+                claimed = await self.env.db(self.env.store.run_claim, batch_params)
+                full = len(claimed) >= batch_params.limit
+                free -= self._start_batches(claimed)
+                params = replace(params, limit=min(free, opts.claim_batch))
+            if may_claim and free > 0:
+                single = await self.env.db(self.env.store.run_claim, params)
+                for item in single:
+                    self._start(item)
+                full = full or len(single) >= params.limit
+                claimed += single
+            self.last_claimed = len(claimed)
+            self._mark_pass()
+            if claimed and full:
+                await asyncio.sleep(0)  # let the new tasks start before claiming more
+                continue
+            wake = await self._next_wake(free if may_claim else 0, params.now)
+            await self.env.clock.sleep_until(wake, self.wakeup)
+
+    def _claim_params(self, free: int) -> ClaimParams:
+        opts = self.env.options
+        return ClaimParams(
+            node=opts.node_name,
+            queues=opts.queues,
+            limit=min(free, opts.claim_batch),
+            now=self.env.clock.now(),
+            lease_seconds=opts.lease_seconds,
+            job_limits={
+                j.name: j.max_concurrency
+                for j in self.env.registry
+                if j.max_concurrency is not None
+            },
+            # runs of batch jobs are claimed apart, as batches (see _batch_claim_params)
+            job_names=self._single_jobs,
+        )
+
+    def _batch_claim_params(self, params: ClaimParams) -> ClaimParams:
+        size = max(self._batch_size(j) for j in self._batch_jobs.values())
+        return replace(params, limit=size, job_names=frozenset(self._batch_jobs))
+
+    def _batch_size(self, job: JobDefinition) -> int:
+        cap = self._batch_cap
+        return job.batch_size if cap is None else max(1, min(job.batch_size, cap))
+
+    def _start_batches(self, claimed: list[ClaimedRun]) -> int:
+        """Start claimed runs of batch jobs, a task per job's batch; return the slots taken."""
+        by_job: dict[str, list[ClaimedRun]] = {}
+        for item in claimed:
+            by_job.setdefault(item.run.job_name, []).append(item)
+        slots = 0
+        for name, items in by_job.items():
+            size = self._batch_size(self._batch_jobs[name])
+            for start in range(0, len(items), size):
+                self._start_batch(self._batch_jobs[name], items[start : start + size])
+                slots += 1
+        return slots
+
+    async def _next_wake(self, free: int, claimed_at: datetime) -> datetime:
+        now = self.env.clock.now()
+        idle = now + timedelta(seconds=self.env.options.max_idle_seconds)
+        if free <= 0:
+            return idle
+        nxt = await self.env.db(self.env.store.run_next_claimable_at, self.env.options.queues)
+        if nxt is None:
+            return idle
+        # A run already due when we claimed and still not claimed is held back by a limit:
+        # wait for a wake-up or idle. One that fell due since is claimed at once.
+        return idle if nxt <= claimed_at else min(nxt, idle)
+
+    def _context(
+        self, run: RunRow, effects: SqlEffects, clock: WaitTrackingClock | None = None
+    ) -> JobContext:
+        return JobContext(
+            run_id=run.id,
+            job_name=run.job_name,
+            scheduled_for=run.scheduled_for,
+            attempt=run.attempt,
+            max_attempts=run.max_attempts,
+            idempotency_key=run.idempotency_key,
+            args=dict(run.args or {}),
+            clock=clock or WaitTrackingClock(self.env.clock),
+            fencing_token=run.fencing_token,
+            node=self.env.options.node_name,
+            _store=self.env.store,
+            _effects=effects,
+        )
+
+    def _start(self, item: ClaimedRun) -> None:
+        run = item.run
+        ctx = self._context(run, self.env.store.effects_begin())
+        task = asyncio.create_task(self._execute(run, ctx), name=f"duly-run-{run.id}")
+        self.in_flight[run.id] = _InFlight(run, ctx, task)
+
+    def _start_batch(self, job: JobDefinition, items: list[ClaimedRun]) -> None:
+        effects = self.env.store.effects_begin()  # shared: the batch commits as one
+        clock = WaitTrackingClock(self.env.clock)  # one thread: waiting is the batch's state
+        flights = [(item.run, self._context(item.run, effects, clock)) for item in items]
+        task = asyncio.create_task(
+            self._execute_batch(job, flights, effects), name=f"duly-batch-{items[0].run.id}"
+        )
+        for run, ctx in flights:
+            self.in_flight[run.id] = _InFlight(run, ctx, task)
+
+    # -- one attempt ----------------------------------------------------------------
+
+    def _started(self, run: RunRow, started: datetime) -> None:
+        self.log.info(
+            "run.started",
+            run_id=run.id,
+            job=run.job_name,
+            attempt=run.attempt,
+            scheduled_for=run.scheduled_for.isoformat(),
+            lateness_ms=int((started - run.scheduled_for).total_seconds() * 1000),
+        )
+        self._hook(self.env.options.on_run_started, run, started)
+
+    async def _execute(self, run: RunRow, ctx: JobContext) -> None:
+        started = self.env.clock.now()
+        self._started(run, started)
+        try:
+            job: JobDefinition | None = None
+            try:
+                job = self.env.registry.get(run.job_name)
+            except UnknownJob as exc:
+                outcome = Outcome(
+                    RunStatus.FAILED, code="UNKNOWN_JOB", message=str(exc), retryable=False
+                )
+            else:
+                outcome = await self._attempt(job, ctx)
+            await self._finish(run, ctx, job, outcome, started)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the loop must survive anything
+            self.log.exception("run.finish_failed", run_id=run.id)
+        finally:
+            self.in_flight.pop(run.id, None)
+            self.completed += 1
+            self.wakeup.set()
+
+    async def _attempt(self, job: JobDefinition, ctx: JobContext) -> Outcome:
+        deadline = self.env.clock.now() + job.timeout
+        if job.is_async:
+            work: asyncio.Future[Any] = asyncio.ensure_future(job.func(ctx))
+        else:
+            loop = asyncio.get_running_loop()
+            work = loop.run_in_executor(self._threads, _run_sync, job, ctx)
+        timer = asyncio.ensure_future(self.env.clock.sleep_until(deadline))
+        try:
+            done, _ = await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+        if work not in done:
+            ctx._cancel.set()
+            work.cancel()
+            if job.is_async:
+                await asyncio.gather(work, return_exceptions=True)
+            return Outcome(
+                RunStatus.FAILED,
+                code="JOB_TIMEOUT",
+                abandoned=not job.is_async,
+                message=f"attempt exceeded the job's timeout of {job.timeout}",
+            )
+        return _outcome_of(work, ctx)
+
+    async def _execute_batch(
+        self, job: JobDefinition, flights: list[tuple[RunRow, JobContext]], effects: SqlEffects
+    ) -> None:
+        started = self.env.clock.now()
+        for run, _ in flights:
+            self._started(run, started)
+        try:
+            outcomes = await self._attempt_batch(job, [ctx for _, ctx in flights], effects)
+            await self._finish_batch(job, flights, outcomes, effects, started)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the loop must survive anything
+            self.log.exception("batch.finish_failed", job=job.name, runs=len(flights))
+        finally:
+            for run, _ in flights:
+                self.in_flight.pop(run.id, None)
+            self.completed += len(flights)
+            self.wakeup.set()
+
+    async def _attempt_batch(
+        self, job: JobDefinition, ctxs: list[JobContext], effects: SqlEffects
+    ) -> list[Outcome]:
+        assert job.batch is not None
+        deadline = self.env.clock.now() + job.timeout
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(self._threads, _run_batch, job, ctxs, effects)
+        timer = asyncio.ensure_future(self.env.clock.sleep_until(deadline))
+        try:
+            done, _ = await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+        if work not in done:
+            for ctx in ctxs:
+                ctx._cancel.set()
+            timeout = Outcome(RunStatus.FAILED, code="JOB_TIMEOUT", abandoned=True,
+                              message=f"batch exceeded the job's timeout of {job.timeout}")  # fmt: skip
+            return [timeout] * len(ctxs)
+        if work.exception() is not None:
+            return [_outcome_of(work, ctxs[0])] * len(ctxs)
+        results = list(work.result())
+        if len(results) != len(ctxs):
+            wrong = Outcome(RunStatus.FAILED, code="INTERNAL", retryable=False,
+                            message=f"batch job returned {len(results)} outcomes for "
+                                    f"{len(ctxs)} runs")  # fmt: skip
+            return [wrong] * len(ctxs)
+        return [_outcome_of_value(value, ctx) for value, ctx in zip(results, ctxs, strict=True)]
+
+    async def _finish_batch(
+        self,
+        job: JobDefinition,
+        flights: list[tuple[RunRow, JobContext]],
+        outcomes: list[Outcome],
+        effects: SqlEffects,
+        started: datetime,
+    ) -> None:
+        now = self.env.clock.now()
+        decided = [
+            self._decide(run, job, o, now) for (run, _), o in zip(flights, outcomes, strict=True)
+        ]
+        params = [
+            self._complete_params(run, outcome, status, not_before, now, started)
+            for (run, _), outcome, (status, not_before) in zip(
+                flights, outcomes, decided, strict=True
+            )
+        ]
+        abandoned = any(o.abandoned for o in outcomes)
+        kept = (
+            effects.opened
+            and not abandoned
+            and any(status is RunStatus.SUCCEEDED for status, _ in decided)
+        )
+        if kept:
+            written = await self.env.db(self.env.store.run_complete_batch, params, effects)
+            if not all(written):  # a lease was lost: nothing was kept; hand the rest back
+                await self._hand_back_batch(flights, written)
+                return
+        else:
+            if not abandoned:
+                await self.env.db(effects.rollback)
+            written = list(await asyncio.gather(*(self._complete_batched(p) for p in params)))
+        for (run, _), outcome, p, ok in zip(flights, outcomes, params, written, strict=True):
+            if ok:
+                self._completed(run, outcome, p, started)
+            else:
+                self._lease_lost(run, p.status)
+
+    async def _hand_back_batch(
+        self, flights: list[tuple[RunRow, JobContext]], held: list[bool]
+    ) -> None:
+        for (run, _), still_mine in zip(flights, held, strict=True):
+            if still_mine:
+                await self.env.db(self.env.store.run_hand_back, run.id, run.fencing_token,
+                                  run.attempt, self.env.clock.now())  # fmt: skip
+                self.log.warning("run.handed_back", run_id=run.id, job=run.job_name,
+                                 reason="another run of its batch lost its lease")  # fmt: skip
+            else:
+                self._lease_lost(run, RunStatus.RUNNING)
+
+    async def _finish(
+        self,
+        run: RunRow,
+        ctx: JobContext,
+        job: JobDefinition | None,
+        outcome: Outcome,
+        started: datetime,
+    ) -> None:
+        effects = ctx._effects
+        now = self.env.clock.now()
+        status, not_before = self._decide(run, job, outcome, now)
+        if status is not RunStatus.SUCCEEDED and effects is not None and not outcome.abandoned:
+            await self.env.db(effects.rollback)
+        params = self._complete_params(run, outcome, status, not_before, now, started)
+        try:
+            if effects is not None and effects.opened and status is RunStatus.SUCCEEDED:
+                await self.env.db(self.env.store.run_complete, params, effects)
+            elif not await self._complete_batched(params):
+                raise LeaseLost(f"run {run.id}: lease {run.fencing_token} is no longer held")
+        except LeaseLost:
+            self._lease_lost(run, status)
+            return
+        self._completed(run, outcome, params, started)
+
+    @staticmethod
+    def _complete_params(
+        run: RunRow,
+        outcome: Outcome,
+        status: RunStatus,
+        not_before: datetime | None,
+        now: datetime,
+        started: datetime,
+    ) -> CompleteParams:
+        return CompleteParams(
+            run_id=run.id,
+            fencing_token=run.fencing_token,
+            attempt=run.attempt,
+            status=status,
+            now=now,
+            started_at=started,
+            result=outcome.result,
+            error_code=outcome.code,
+            error_message=outcome.message,
+            not_before=not_before,
+        )
+
+    def _lease_lost(self, run: RunRow, status: RunStatus) -> None:
+        self.log.warning("run.lease_lost", run_id=run.id, job=run.job_name,
+                         attempt=run.attempt, outcome=status.value)  # fmt: skip
+
+    def _completed(
+        self, run: RunRow, outcome: Outcome, params: CompleteParams, started: datetime
+    ) -> None:
+        """Log a written outcome, tell the observers, and alert on a final failure."""
+        status, now, not_before = params.status, params.now, params.not_before
+        self.log.info(
+            "run.completed",
+            run_id=run.id,
+            job=run.job_name,
+            attempt=run.attempt,
+            status=status.value,
+            error_code=outcome.code,
+            duration_ms=int((now - started).total_seconds() * 1000),
+            retry_at=not_before.isoformat() if not_before is not None else None,
+        )
+        self._hook(self.env.options.on_run_finished, run, status.value, now)
+        if status is RunStatus.FAILED:
+            self.env.alerts.raise_alert(
+                NewAlert(
+                    dedupe_key=f"run.failed:{run.job_name}:{run.id}",
+                    rule="run.failed",
+                    severity="high",
+                    title=f"{run.job_name} run {run.id} failed after {run.attempt} attempt(s): "
+                    f"{outcome.code}",
+                    now=now,
+                    details={
+                        "error_code": outcome.code,
+                        "error_message": outcome.message,
+                        "attempts": run.attempt,
+                        "scheduled_for": run.scheduled_for.isoformat(),
+                    },
+                    run_id=run.id,
+                    job_name=run.job_name,
+                )
+            )
+
+    def _hook(self, hook: Callable[..., None] | None, *args: Any) -> None:
+        """Call an observer hook of the options (metrics); its failure never affects a run."""
+        if hook is None:
+            return
+        try:
+            hook(*args)
+        except Exception:
+            self.log.exception("run.hook_failed")
+
+    async def _complete_batched(self, params: CompleteParams) -> bool:
+        """Queue an outcome for the next batch write; ``False`` if the lease was lost."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._completions.append((params, done))
+        self._completions_ready.set()
+        return await done
+
+    async def _completion_loop(self) -> None:
+        """Write queued outcomes, all that gathered during the previous write at once."""
+        while True:
+            await self._completions_ready.wait()
+            self._completions_ready.clear()
+            batch, self._completions = self._completions, []
+            if not batch:
+                continue
+            try:
+                rows = await self.env.db(
+                    self.env.store.run_complete_many, [params for params, _ in batch]
+                )
+            except Exception as exc:  # hand the error to each waiting attempt
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (_, done), written in zip(batch, rows, strict=True):
+                if not done.done():
+                    done.set_result(written)
+
+    def _decide(
+        self, run: RunRow, job: JobDefinition | None, outcome: Outcome, now: datetime
+    ) -> tuple[RunStatus, datetime | None]:
+        if outcome.status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED):
+            return outcome.status, None
+        policy = job.retry if job is not None else RetryPolicy.none()
+        code = outcome.code or "INTERNAL"
+        if run.attempt < run.max_attempts and policy.is_retryable(code, outcome.retryable):
+            return RunStatus.RETRYING, now + policy.delay(run.attempt)
+        return RunStatus.FAILED, None
+
+    # -- leases -----------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        opts = self.env.options
+        while True:
+            await self._heartbeat_clock.sleep(opts.heartbeat_seconds)
+            await self.heartbeat()
+
+    async def heartbeat(self) -> None:
+        """Extend the leases of in-flight runs; pass on operators' cancel requests."""
+        opts = self.env.options
+        now = self.env.clock.now()
+        await self.env.db(self.env.store.node_heartbeat, opts.node_name, now)
+        ids = list(self.in_flight)
+        if not ids:
+            return
+        expires = now + timedelta(seconds=opts.lease_seconds)
+        cancel = await self.env.db(self.env.store.lease_extend, opts.node_name, ids, expires, now)
+        for run_id in cancel:
+            flight = self.in_flight.get(run_id)
+            if flight is not None and not flight.ctx.cancelled:
+                self.log.info("run.cancel_requested", run_id=run_id)
+                flight.ctx._cancel.set()
+
+    # -- shutdown ---------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        if not self.in_flight:
+            return
+        grace = timedelta(seconds=self.env.options.shutdown_grace_seconds)
+        self.log.info(
+            "worker.draining", in_flight=len(self.in_flight), grace_s=grace.total_seconds()
+        )
+        tasks = list({id(f.task): f.task for f in self.in_flight.values()}.values())
+        deadline = asyncio.ensure_future(self.env.clock.sleep_until(self.env.clock.now() + grace))
+        try:
+            await asyncio.wait({*tasks, deadline}, return_when=asyncio.FIRST_COMPLETED)
+            while any(not t.done() for t in tasks) and not deadline.done():
+                await asyncio.wait(
+                    {*[t for t in tasks if not t.done()], deadline},
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+        finally:
+            deadline.cancel()
+        left = list(self.in_flight.values())
+        for flight in left:
+            flight.ctx._cancel.set()
+            flight.task.cancel()
+        await asyncio.gather(*{id(f.task): f.task for f in left}.values(), return_exceptions=True)
+        for flight in left:
+            await self.env.db(
+                self.env.store.run_hand_back,
+                flight.run.id,
+                flight.run.fencing_token,
+                flight.run.attempt,
+                self.env.clock.now(),
+            )
+            self.log.warning("run.handed_back", run_id=flight.run.id, job=flight.run.job_name)
+
+
+def _run_sync(job: JobDefinition, ctx: JobContext) -> Any:
+    """Run a sync job in a worker thread; effects of an abandoned (timed-out) attempt are dropped."""
+    try:
+        return job.func(ctx)
+    finally:
+        if ctx.cancelled and isinstance(ctx._effects, SqlEffects):
+            ctx._effects.rollback()
+
+
+def _run_batch(job: JobDefinition, ctxs: list[JobContext], effects: SqlEffects) -> Any:
+    """Run a batch job in a worker thread; an abandoned (timed-out) batch drops its effects."""
+    assert job.batch is not None
+    try:
+        return job.batch(ctxs)
+    finally:
+        if any(ctx.cancelled for ctx in ctxs):
+            effects.rollback()
+
+
+def _outcome_of_value(value: Any, ctx: JobContext) -> Outcome:
+    """The outcome of one run of a batch: its summary, or the exception returned for it."""
+    done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    if isinstance(value, BaseException):
+        done.set_exception(value)
+    else:
+        done.set_result(value)
+    return _outcome_of(done, ctx)
+
+
+def _outcome_of(work: asyncio.Future[Any], ctx: JobContext) -> Outcome:
+    exc = work.exception() if not work.cancelled() else Cancelled("cancelled")
+    if exc is None:
+        result = work.result()
+        try:
+            json.dumps(result)
+        except (TypeError, ValueError) as err:
+            return Outcome(
+                RunStatus.FAILED,
+                code="INTERNAL",
+                retryable=False,
+                message=f"the job's summary is not JSON: {err}"[:MAX_ERROR_MESSAGE],
+            )
+        return Outcome(RunStatus.SUCCEEDED, result=result)
+    if isinstance(exc, Cancelled | asyncio.CancelledError):
+        return Outcome(RunStatus.CANCELLED, code="CANCELLED", message="cancelled by an operator")
+    if isinstance(exc, JobError):
+        return Outcome(
+            RunStatus.FAILED,
+            code=exc.code,
+            message=exc.message[:MAX_ERROR_MESSAGE],
+            retryable=exc.retryable,
+        )
+    trace = "".join(traceback.format_exception(exc))
+    ctx.log.error("run.error", error_type=type(exc).__name__, trace=trace[-4000:])
+    return Outcome(
+        RunStatus.FAILED,
+        code="INTERNAL",
+        message=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_MESSAGE],
+        trace=trace,
+    )

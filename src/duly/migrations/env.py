@@ -1,0 +1,30 @@
+"""Alembic environment for duly. Run through ``duly db upgrade`` (see :mod:`duly.db`)."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import Connection
+
+import duly.notify.schema
+import duly.operations.balance_schema  # noqa: F401, RUF100  (adds the balance check tables)
+import duly.operations.schema  # noqa: F401  (adds the banking and operations tables)
+from duly.engine.store.schema import metadata
+
+config = context.config
+
+
+def run_migrations_online() -> None:
+    """Migrate on the connection handed over by :func:`duly.db.upgrade`."""
+    connection: Connection | None = config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError("run migrations with `duly db upgrade`")
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+run_migrations_online()

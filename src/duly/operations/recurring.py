@@ -1,0 +1,821 @@
+"""Recurring payments: weekly, monthly (a day or the last), quarterly, yearly or an RRULE.
+
+A payment is ``active``, ``paused``, ``cancelled`` or ``completed`` (every occurrence
+materialised). Its occurrences are rows unique on ``(payment_id, unadjusted_date)``
+with ``scheduled → executing → executed | retrying → … | failed | skipped | cancelled``.
+
+**Materialising** (:meth:`RecurringPayments.materialize_due`, run by the
+``operations.sweep`` job every few minutes, and at once when a payment is created) creates
+the occurrence rows due within a horizon, in order, from the payment's ``next_index``;
+each row gets an engine run (key: its ``transfer_key``, ``rp-<payment>-<YYYYMMDD>`` of the
+unadjusted date). After downtime every missed occurrence is created and runs at once —
+once each, because the row and the run are unique. Occurrences that fall due while the
+payment is paused are recorded ``skipped``; the executor skips a scheduled one whose
+payment is paused when it comes to run.
+
+**Failures**: transient ones are retried ``retry_every`` later, at most ``max_attempts``
+times within ``retry_window`` of the occurrence's instant; after the final failure the
+occurrence is ``failed`` and one customer notification goes to the outbox. The payment
+carries on with its next occurrence, unless ``on_final_failure`` is ``pause`` or the
+failure is terminal for the account (``ACCOUNT_CLOSED``): then it is paused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from duly.banking.errors import BankingError, ErrorCode
+from duly.banking.money import MoneyError, check_currency, from_minor, to_minor
+from duly.banking.schema import accounts, customers
+from duly.engine.client import EngineClient
+from duly.engine.store.sql import any_of
+from duly.operations.banks import BankDirectory, default_banks
+from duly.operations.errors import IdempotencyConflict, InvalidRequest, NotFound, StateConflict
+from duly.operations.execution import ACTIVE, Kind, Target, cancel_run, ensure_run, set_state
+from duly.operations.localtime import execution_date, parse_time_of_day, zone
+from duly.operations.outbox import emit
+from duly.operations.plan import PaymentPlan, PlannedOccurrence
+from duly.operations.policy import FailurePolicy
+from duly.operations.recurrence import Recurrence
+from duly.operations.schema import recurring_occurrences, recurring_payments
+from duly.timing.business_days import parse_convention
+from duly.timing.errors import SpecError
+
+__all__ = [
+    "OCCURRENCES",
+    "RECURRING_JOB",
+    "NewRecurringPayment",
+    "OccurrenceRow",
+    "PaymentRow",
+    "RecurringPayments",
+]
+
+RECURRING_JOB = "recurring.execute"
+#: How far ahead occurrences (and their runs) are created by default.
+DEFAULT_HORIZON = timedelta(hours=1)
+#: Most occurrences one payment gets per materialising pass (the next pass continues).
+MAX_PER_PASS = 500
+
+_P = recurring_payments
+_O = recurring_occurrences
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecurringPayment:
+    """A recurring payment to set up.
+
+    :param frequency: ``weekly``, ``monthly``, ``quarterly``, ``yearly`` or ``rrule``.
+    :param day_of_month: 1–31 or -1 (last day) for monthly/quarterly/yearly; default: the
+        start date's day (clamped to shorter months).
+    :param weekday: 0 (Monday)–6 for weekly; default: the start date's weekday.
+    :param rrule: for ``rrule``: e.g. ``FREQ=MONTHLY;BYMONTHDAY=-1``.
+    :param on_final_failure: ``skip`` (keep paying later occurrences) or ``pause``.
+    """
+
+    request_key: str
+    from_account: str
+    to_account: str
+    amount: str
+    currency: str
+    frequency: str
+    start_date: date
+    interval: int = 1
+    day_of_month: int | None = None
+    weekday: int | None = None
+    rrule: str | None = None
+    end_date: date | None = None
+    count: int | None = None
+    time_of_day: str = "09:00"
+    timezone: str | None = None
+    convention: str = "following"
+    calendar: str | None = None
+    memo: str | None = None
+    customer_id: int | None = None
+    bank: str = "ledger"
+    policy: FailurePolicy = field(default_factory=FailurePolicy)
+    on_final_failure: str = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRow:
+    """A stored recurring payment."""
+
+    id: int
+    request_key: str
+    customer_id: int | None
+    bank: str
+    from_account: str
+    to_account: str
+    amount_minor: int
+    currency: str
+    memo: str | None
+    frequency: str
+    interval: int
+    day_of_month: int | None
+    weekday: int | None
+    rrule: str | None
+    start_date: date
+    end_date: date | None
+    count: int | None
+    time_of_day: str
+    timezone: str
+    convention: str
+    calendar: str | None
+    policy: FailurePolicy
+    on_final_failure: str
+    status: str
+    status_reason: str | None
+    version: int
+    next_index: int
+    next_execute_at: datetime | None
+    created_at: datetime
+
+    @property
+    def amount(self) -> Decimal:
+        """The amount as a ``Decimal``."""
+        return from_minor(self.amount_minor, self.currency)
+
+    @property
+    def plan(self) -> PaymentPlan:
+        """The payment's occurrence plan."""
+        return PaymentPlan(
+            Recurrence(
+                frequency=self.frequency,
+                start=self.start_date,
+                interval=self.interval,
+                day_of_month=self.day_of_month,
+                weekday=self.weekday,
+                rrule=self.rrule,
+                count=self.count,
+                end=self.end_date,
+            ),
+            self.time_of_day,
+            self.timezone,
+            self.convention,
+            self.calendar,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OccurrenceRow:
+    """A stored occurrence of a recurring payment."""
+
+    id: int
+    payment_id: int
+    seq: int
+    unadjusted_date: date
+    execution_date: date
+    execute_at: datetime
+    transfer_key: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    run_id: int | None
+    error_code: str | None
+    error_message: str | None
+    executed_at: datetime | None
+
+
+# -- the executor's view --------------------------------------------------------------
+
+
+def _load(conn: Connection, ref_id: int, lock: bool) -> Target | None:
+    return _load_many(conn, [ref_id], lock).get(ref_id)
+
+
+def _load_many(conn: Connection, ref_ids: Sequence[int], lock: bool) -> dict[int, Target]:
+    """The occurrences ``ref_ids`` with their payments' terms (locked in id order when ``lock``)."""
+    stmt = (
+        select(
+            _O,
+            _P.c.customer_id,
+            _P.c.bank,
+            _P.c.from_account,
+            _P.c.to_account,
+            _P.c.amount_minor,
+            _P.c.currency,
+            _P.c.memo,
+            _P.c.max_attempts,
+            _P.c.retry_every_seconds,
+            _P.c.retry_window_seconds,
+            _P.c.status.label("payment_status"),
+        )
+        .join(_P, _P.c.id == _O.c.payment_id)
+        .where(any_of(_O.c.id, sorted(set(ref_ids)), postgres=conn.dialect.name == "postgresql"))
+        .order_by(_O.c.id)
+    )
+    if lock and conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(of=_O)
+    return {int(row.id): _target(row) for row in conn.execute(stmt)}
+
+
+def _banks(conn: Connection, ref_ids: Sequence[int]) -> dict[int, str]:
+    rows = conn.execute(
+        select(_O.c.id, _P.c.bank)
+        .join(_P, _P.c.id == _O.c.payment_id)
+        .where(any_of(_O.c.id, sorted(set(ref_ids)), postgres=conn.dialect.name == "postgresql"))
+    )
+    return {int(ref): bank for ref, bank in rows}
+
+
+def _target(row: Any) -> Target:
+    blocked = None
+    if row.status in ACTIVE and row.status != "executing":
+        if row.payment_status == "paused":
+            blocked = ("skipped", "the payment is paused")
+        elif row.payment_status == "cancelled":
+            blocked = ("cancelled", "the payment is cancelled")
+    return Target(
+        ref_id=int(row.id),
+        customer_id=row.customer_id,
+        transfer_key=row.transfer_key,
+        bank=row.bank,
+        from_account=row.from_account,
+        to_account=row.to_account,
+        amount_minor=int(row.amount_minor),
+        currency=row.currency,
+        memo=row.memo,
+        status=row.status,
+        attempts=int(row.attempts),
+        version=0,
+        execute_at=row.execute_at,
+        next_attempt_at=row.next_attempt_at,
+        run_attempt=int(row.run_attempt),
+        run_id=row.run_id,
+        policy=FailurePolicy.from_seconds(
+            row.max_attempts, row.retry_every_seconds, row.retry_window_seconds
+        ),
+        blocked=blocked,
+    )
+
+
+def _run_key(target: Target, attempt: int) -> str:
+    return target.transfer_key if attempt == 1 else f"{target.transfer_key}:a{attempt}"
+
+
+def _after_final_failure(
+    conn: Connection, target: Target, error: BankingError, now: datetime
+) -> None:
+    """Pause the payment if its policy says so or the account cannot be paid from any more."""
+    payment = conn.execute(
+        select(_P.c.id, _P.c.status, _P.c.version, _P.c.on_final_failure)
+        .join(_O, _O.c.payment_id == _P.c.id)
+        .where(_O.c.id == target.ref_id)
+    ).one()
+    terminal_for_account = error.code == ErrorCode.ACCOUNT_CLOSED
+    if payment.status != "active" or not (
+        terminal_for_account or payment.on_final_failure == "pause"
+    ):
+        return
+    reason = f"paused after occurrence {target.ref_id} failed: {error.code}"
+    _set_payment(conn, int(payment.id), int(payment.version), "paused", now, reason)
+
+
+def _set_payment(
+    conn: Connection, payment_id: int, version: int, status: str, now: datetime, reason: str | None
+) -> None:
+    conn.execute(
+        update(_P)
+        .where(_P.c.id == payment_id)
+        .values(status=status, status_reason=reason, version=version + 1, updated_at=now)
+    )
+    emit(
+        conn,
+        event_type=f"recurring_payment.{status}",
+        aggregate="recurring_payment",
+        aggregate_id=payment_id,
+        dedupe_key=f"recurring_payment:{payment_id}:v{version + 1}",
+        payload={"status": status, "reason": reason, "version": version + 1},
+        now=now,
+    )
+
+
+OCCURRENCES = Kind(
+    name="occurrence",
+    aggregate="occurrence",
+    table=_O,
+    job_name=RECURRING_JOB,
+    waiting_status="retrying",
+    load=_load,
+    run_key=_run_key,
+    after_final_failure=_after_final_failure,
+    load_many=_load_many,
+    load_banks=_banks,
+)
+
+
+# -- the service ----------------------------------------------------------------------
+
+
+class RecurringPayments:
+    """Set up, pause, resume, cancel and preview recurring payments; materialise occurrences.
+
+    :param horizon: occurrences due within this much of now get their rows and runs.
+    """
+
+    def __init__(
+        self,
+        client: EngineClient,
+        banks: BankDirectory = default_banks,
+        *,
+        horizon: timedelta = DEFAULT_HORIZON,
+    ) -> None:
+        self.client = client
+        self.store = client.store
+        self.engine = client.store.engine
+        self.clock = client.clock
+        self.banks = banks
+        self.horizon = horizon
+
+    def create(self, new: NewRecurringPayment) -> tuple[PaymentRow, bool]:
+        """Set up ``new``; returns the payment and whether this call created it.
+
+        :raises InvalidRequest: a field is wrong.
+        :raises IdempotencyConflict: ``request_key`` was used with a different body.
+        """
+        body = self._normalise(new)
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+        existing = self._by_request(new.request_key)
+        if existing is not None:
+            return self._replay(existing, digest), False
+        now = self.clock.now()
+        plan = _plan_of(body)
+        first = plan.occurrence(0)
+        if first is None:
+            raise InvalidRequest("the payment has no occurrence (check start, end and count)")
+        insert = pg_insert if self.store.is_postgres else sqlite_insert
+        with self.engine.begin() as conn:
+            customer_id = self._owner(conn, new, body)
+            values = {k: v for k, v in body.items() if k not in ("policy", "customer_id")}
+            new_id = conn.execute(
+                insert(_P)
+                .values(
+                    **values,
+                    request_key=new.request_key,
+                    request_hash=digest,
+                    customer_id=customer_id,
+                    max_attempts=new.policy.max_attempts,
+                    retry_every_seconds=int(new.policy.retry_every.total_seconds()),
+                    retry_window_seconds=int(new.policy.retry_window.total_seconds()),
+                    status="active",
+                    next_index=0,
+                    next_execute_at=first.execute_at,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing()
+                .returning(_P.c.id)
+            ).scalar()
+            if new_id is not None:
+                emit(
+                    conn,
+                    event_type="recurring_payment.created",
+                    aggregate="recurring_payment",
+                    aggregate_id=new_id,
+                    dedupe_key=f"recurring_payment:{new_id}:v1",
+                    payload={"status": "active", "customer_id": customer_id, "version": 1},
+                    now=now,
+                )
+        if new_id is None:
+            raced = self._by_request(new.request_key)
+            assert raced is not None
+            return self._replay(raced, digest), False
+        self.materialize(int(new_id))
+        row = self.get(int(new_id))
+        assert row is not None
+        return row, True
+
+    def get(self, payment_id: int) -> PaymentRow | None:
+        """The payment ``payment_id``, if any."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_P).where(_P.c.id == payment_id)).one_or_none()
+        return _payment(row) if row is not None else None
+
+    def find(
+        self,
+        *,
+        customer_id: int | None = None,
+        status: str | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> list[PaymentRow]:
+        """Payments by id, optionally one customer's or in one status."""
+        conds = [_P.c.id > after_id]
+        if customer_id is not None:
+            conds.append(_P.c.customer_id == customer_id)
+        if status is not None:
+            conds.append(_P.c.status == status)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_P).where(*conds).order_by(_P.c.id).limit(limit)).all()
+        return [_payment(r) for r in rows]
+
+    def occurrences(self, payment_id: int) -> list[OccurrenceRow]:
+        """The payment's occurrences so far, in order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(_O).where(_O.c.payment_id == payment_id).order_by(_O.c.seq)
+            ).all()
+        return [_occurrence(r) for r in rows]
+
+    def preview(self, payment_id: int, count: int = 10) -> list[PlannedOccurrence]:
+        """The next ``count`` occurrences from now, as planned.
+
+        :raises NotFound: no such payment.
+        """
+        payment = self.get(payment_id)
+        if payment is None:
+            raise NotFound(f"no recurring payment {payment_id}")
+        if payment.status in ("cancelled", "completed"):
+            return []
+        return payment.plan.preview(self.clock.now(), count)
+
+    def pause(self, payment_id: int, reason: str | None = None) -> PaymentRow:
+        """Stop paying: occurrences falling due while paused are skipped.
+
+        :raises StateConflict: it is not active.
+        """
+        return self._transition(payment_id, ("active",), "paused", reason or "paused")
+
+    def resume(self, payment_id: int) -> PaymentRow:
+        """Pay again from now on; occurrences that fell due while paused stay skipped.
+
+        :raises StateConflict: it is not paused.
+        """
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            row = self._lock(conn, payment_id)
+            if row.status != "paused":
+                raise StateConflict(f"recurring payment {payment_id} is {row.status}, not paused")
+            self._materialize_on(conn, _payment(row), until=now, now=now)  # skip what fell due
+            _set_payment(conn, payment_id, int(row.version), "active", now, None)
+        self.materialize(payment_id)
+        out = self.get(payment_id)
+        assert out is not None
+        return out
+
+    def cancel(self, payment_id: int) -> PaymentRow:
+        """Stop the payment for good; its occurrences that have not started are cancelled.
+
+        :raises StateConflict: it is already cancelled or completed.
+        """
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            row = self._lock(conn, payment_id)
+            if row.status not in ("active", "paused"):
+                raise StateConflict(f"recurring payment {payment_id} is {row.status}")
+            pending = (
+                conn.execute(
+                    select(_O.c.id).where(
+                        _O.c.payment_id == payment_id, _O.c.status.in_(("scheduled", "retrying"))
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            run_ids = []
+            for occ_id in pending:
+                target = _load(conn, int(occ_id), True)
+                assert target is not None
+                set_state(conn, OCCURRENCES, target, "cancelled", now, event="cancelled",
+                          dedupe="cancelled", payload={"reason": "the payment was cancelled"},
+                          next_attempt_at=None)  # fmt: skip
+                run_ids.append(target.run_id)
+            conn.execute(update(_P).where(_P.c.id == payment_id).values(next_execute_at=None))
+            _set_payment(conn, payment_id, int(row.version), "cancelled", now, "cancelled")
+        for run_id in run_ids:
+            cancel_run(self.store, run_id, now)
+        out = self.get(payment_id)
+        assert out is not None
+        return out
+
+    # -- materialising --------------------------------------------------------------
+
+    def materialize(self, payment_id: int) -> int:
+        """Create the payment's occurrences due within the horizon, and their runs."""
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            row = self._lock(conn, payment_id)
+            created = self._materialize_on(conn, _payment(row), until=now + self.horizon, now=now)
+        self._ensure_runs(payment_id)
+        return created
+
+    def materialize_due(self, limit: int = 1000) -> int:
+        """Materialise every payment with an occurrence due within the horizon; return how many rows."""
+        now = self.clock.now()
+        until = now + self.horizon
+        total = 0
+        with self.engine.connect() as conn:
+            ids = (
+                conn.execute(
+                    select(_P.c.id)
+                    .where(
+                        _P.c.status.in_(("active", "paused")),
+                        _P.c.next_execute_at <= until,
+                    )
+                    .order_by(_P.c.next_execute_at)
+                    .limit(limit)
+                )
+                .scalars()
+                .all()
+            )
+        for payment_id in ids:
+            total += self.materialize(int(payment_id))
+        return total
+
+    def _materialize_on(
+        self, conn: Connection, payment: PaymentRow, *, until: datetime, now: datetime
+    ) -> int:
+        """Create occurrences executing up to ``until`` (only up to now, as skipped, if paused)."""
+        if payment.status not in ("active", "paused"):
+            return 0
+        paused = payment.status == "paused"
+        limit_at = now if paused else until
+        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        seq, created, next_at = payment.next_index, 0, None
+        exhausted = True
+        for occ in payment.plan.occurrences(payment.next_index):
+            if occ.execute_at > limit_at or created >= MAX_PER_PASS:
+                next_at, exhausted = occ.execute_at, False
+                break
+            status = "skipped" if paused else "scheduled"
+            occ_id = conn.execute(
+                insert(_O)
+                .values(
+                    payment_id=payment.id,
+                    seq=occ.seq,
+                    unadjusted_date=occ.unadjusted_date,
+                    execution_date=occ.execution_date,
+                    execute_at=occ.execute_at,
+                    transfer_key=f"rp-{payment.id}-{occ.unadjusted_date:%Y%m%d}",
+                    status=status,
+                    next_attempt_at=None if paused else occ.execute_at,
+                    error_message="the payment was paused" if paused else None,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing()
+                .returning(_O.c.id)
+            ).scalar()
+            if occ_id is not None:
+                created += 1
+                emit(
+                    conn,
+                    event_type=f"occurrence.{status}",
+                    aggregate="occurrence",
+                    aggregate_id=occ_id,
+                    dedupe_key=f"occurrence:{occ_id}:{status}",
+                    payload={
+                        "status": status,
+                        "payment_id": payment.id,
+                        "unadjusted_date": occ.unadjusted_date.isoformat(),
+                        "execution_date": occ.execution_date.isoformat(),
+                        "execute_at": occ.execute_at.isoformat(),
+                    },
+                    now=now,
+                )
+            seq = occ.seq + 1
+        conn.execute(
+            update(_P)
+            .where(_P.c.id == payment.id)
+            .values(next_index=seq, next_execute_at=next_at, updated_at=now)
+        )
+        if exhausted and not paused:
+            _set_payment(
+                conn, payment.id, payment.version, "completed", now, "every occurrence is scheduled"
+            )
+        return created
+
+    def _ensure_runs(self, payment_id: int) -> None:
+        with self.engine.connect() as conn:
+            ids = (
+                conn.execute(
+                    select(_O.c.id).where(
+                        _O.c.payment_id == payment_id,
+                        _O.c.status.in_(ACTIVE),
+                        _O.c.run_attempt <= _O.c.attempts,
+                        _O.c.next_attempt_at <= self.clock.now() + self.horizon,
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        for occ_id in ids:
+            ensure_run(self.client, OCCURRENCES, int(occ_id))
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _lock(self, conn: Connection, payment_id: int) -> Any:
+        stmt = select(_P).where(_P.c.id == payment_id)
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        row = conn.execute(stmt).one_or_none()
+        if row is None:
+            raise NotFound(f"no recurring payment {payment_id}")
+        return row
+
+    def _transition(
+        self, payment_id: int, allowed: tuple[str, ...], status: str, reason: str | None
+    ) -> PaymentRow:
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            row = self._lock(conn, payment_id)
+            if row.status not in allowed:
+                raise StateConflict(f"recurring payment {payment_id} is {row.status}")
+            _set_payment(conn, payment_id, int(row.version), status, now, reason)
+        out = self.get(payment_id)
+        assert out is not None
+        return out
+
+    def _by_request(self, request_key: str) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(select(_P).where(_P.c.request_key == request_key)).one_or_none()
+
+    def _replay(self, row: Any, digest: str) -> PaymentRow:
+        if row.request_hash != digest:
+            raise IdempotencyConflict(
+                f"idempotency key {row.request_key!r} was used for a different payment; nothing changed"
+            )
+        return _payment(row)
+
+    def _normalise(self, new: NewRecurringPayment) -> dict[str, Any]:
+        if not new.request_key or len(new.request_key) > 255:
+            raise InvalidRequest("the idempotency key must be 1–255 characters")
+        if new.on_final_failure not in ("skip", "pause"):
+            raise InvalidRequest("on_final_failure must be skip or pause")
+        if new.from_account == new.to_account:
+            raise InvalidRequest("the two accounts are the same")
+        if new.memo is not None and len(new.memo) > 140:
+            raise InvalidRequest("the memo is at most 140 characters")
+        if not self.banks.has(new.bank):
+            raise InvalidRequest(f"unknown bank {new.bank!r}")
+        timezone = new.timezone or self._customer_timezone(new)
+        try:
+            currency = check_currency(new.currency)
+            amount_minor = to_minor(new.amount, currency)
+            time_of_day = parse_time_of_day(new.time_of_day).strftime("%H:%M")
+            convention = parse_convention(new.convention).value
+            execution_date(new.start_date, convention, new.calendar)  # validates the calendar
+            zone(timezone)
+            Recurrence(
+                frequency=new.frequency,
+                start=new.start_date,
+                interval=new.interval,
+                day_of_month=new.day_of_month,
+                weekday=new.weekday,
+                rrule=new.rrule,
+                count=new.count,
+                end=new.end_date,
+            )
+        except (MoneyError, ValueError, SpecError) as exc:
+            raise InvalidRequest(str(exc)) from None
+        if amount_minor <= 0:
+            raise InvalidRequest("the amount must be greater than zero")
+        return {
+            "from_account": new.from_account,
+            "to_account": new.to_account,
+            "amount_minor": amount_minor,
+            "currency": currency,
+            "memo": new.memo,
+            "bank": new.bank,
+            "frequency": new.frequency,
+            "interval": new.interval,
+            "day_of_month": new.day_of_month,
+            "weekday": new.weekday,
+            "rrule": new.rrule,
+            "start_date": new.start_date,
+            "end_date": new.end_date,
+            "count": new.count,
+            "time_of_day": time_of_day,
+            "timezone": timezone,
+            "convention": convention,
+            "calendar": new.calendar,
+            "on_final_failure": new.on_final_failure,
+            "customer_id": new.customer_id,
+            "policy": [
+                new.policy.max_attempts,
+                int(new.policy.retry_every.total_seconds()),
+                int(new.policy.retry_window.total_seconds()),
+            ],
+        }
+
+    def _customer_timezone(self, new: NewRecurringPayment) -> str:
+        with self.engine.connect() as conn:
+            customer_id = new.customer_id
+            if customer_id is None:
+                customer_id = conn.execute(
+                    select(accounts.c.customer_id).where(accounts.c.id == new.from_account)
+                ).scalar()
+            if customer_id is None:
+                return "UTC"
+            tz = conn.execute(
+                select(customers.c.timezone).where(customers.c.id == customer_id)
+            ).scalar()
+        return str(tz) if tz else "UTC"
+
+    def _owner(
+        self, conn: Connection, new: NewRecurringPayment, body: dict[str, Any]
+    ) -> int | None:
+        if body["bank"] != "ledger":
+            return new.customer_id
+        rows = {
+            r.id: r
+            for r in conn.execute(
+                select(accounts).where(accounts.c.id.in_([new.from_account, new.to_account]))
+            ).all()
+        }
+        for account_id in (new.from_account, new.to_account):
+            row = rows.get(account_id)
+            if row is None:
+                raise InvalidRequest(f"no account ending {account_id[-4:]}")
+            if row.currency != body["currency"]:
+                raise InvalidRequest(f"account ending {account_id[-4:]} holds {row.currency}")
+        owner = rows[new.from_account].customer_id
+        if new.customer_id is not None and owner is not None and owner != new.customer_id:
+            raise InvalidRequest("the debit account does not belong to this customer")
+        return new.customer_id if new.customer_id is not None else owner
+
+
+def _plan_of(body: dict[str, Any]) -> PaymentPlan:
+    return PaymentPlan(
+        Recurrence(
+            frequency=body["frequency"],
+            start=body["start_date"],
+            interval=body["interval"],
+            day_of_month=body["day_of_month"],
+            weekday=body["weekday"],
+            rrule=body["rrule"],
+            count=body["count"],
+            end=body["end_date"],
+        ),
+        body["time_of_day"],
+        body["timezone"],
+        body["convention"],
+        body["calendar"],
+    )
+
+
+def _payment(row: Any) -> PaymentRow:
+    m = row._mapping
+    return PaymentRow(
+        id=int(m["id"]),
+        request_key=m["request_key"],
+        customer_id=m["customer_id"],
+        bank=m["bank"],
+        from_account=m["from_account"],
+        to_account=m["to_account"],
+        amount_minor=int(m["amount_minor"]),
+        currency=m["currency"],
+        memo=m["memo"],
+        frequency=m["frequency"],
+        interval=int(m["interval"]),
+        day_of_month=m["day_of_month"],
+        weekday=m["weekday"],
+        rrule=m["rrule"],
+        start_date=m["start_date"],
+        end_date=m["end_date"],
+        count=m["count"],
+        time_of_day=m["time_of_day"],
+        timezone=m["timezone"],
+        convention=m["convention"],
+        calendar=m["calendar"],
+        policy=FailurePolicy.from_seconds(
+            m["max_attempts"], m["retry_every_seconds"], m["retry_window_seconds"]
+        ),
+        on_final_failure=m["on_final_failure"],
+        status=m["status"],
+        status_reason=m["status_reason"],
+        version=int(m["version"]),
+        next_index=int(m["next_index"]),
+        next_execute_at=m["next_execute_at"],
+        created_at=m["created_at"],
+    )
+
+
+def _occurrence(row: Any) -> OccurrenceRow:
+    m = row._mapping
+    return OccurrenceRow(
+        id=int(m["id"]),
+        payment_id=int(m["payment_id"]),
+        seq=int(m["seq"]),
+        unadjusted_date=m["unadjusted_date"],
+        execution_date=m["execution_date"],
+        execute_at=m["execute_at"],
+        transfer_key=m["transfer_key"],
+        status=m["status"],
+        attempts=int(m["attempts"]),
+        next_attempt_at=m["next_attempt_at"],
+        run_id=m["run_id"],
+        error_code=m["error_code"],
+        error_message=m["error_message"],
+        executed_at=m["executed_at"],
+    )

@@ -1,0 +1,204 @@
+"""Wiring: settings → store, job registry, engine options, system schedules, a running node.
+
+The CLI and (later) the API build their parts here, so both start the same system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+import structlog
+
+from duly.clock import Clock, SystemClock
+from duly.config import Settings
+from duly.db import current_revision, head_revision, upgrade
+from duly.engine.builtin import builtin_registry
+from duly.engine.client import EngineClient
+from duly.engine.node import Node
+from duly.engine.options import EngineOptions, default_node_name
+from duly.engine.registry import JobRegistry, default_registry
+from duly.engine.store.base import NewSchedule
+from duly.engine.store.sql import SqlStore, create_db_engine
+
+__all__ = ["DatabaseNotReady", "System", "build_system", "engine_options", "open_store", "run_node"]
+
+log = structlog.get_logger("duly.runtime")
+
+PRUNE_SCHEDULE = "duly.prune"
+
+
+class DatabaseNotReady(Exception):
+    """The database's schema is not at this version's migration head."""
+
+
+def open_store(settings: Settings, *, auto_upgrade: bool = False) -> SqlStore:
+    """Open the configured database; an empty embedded (SQLite) one is created on the spot.
+
+    :raises DatabaseNotReady: the schema is missing or behind, and may not be upgraded here.
+    """
+    engine = create_db_engine(settings.database_url)
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        embedded_and_empty = engine.dialect.name == "sqlite" and current is None
+        if auto_upgrade or embedded_and_empty:
+            upgrade(engine)
+            log.info("db.upgraded", revision=head, previous=current)
+        else:
+            engine.dispose()
+            raise DatabaseNotReady(
+                f"the database is at migration {current or 'none'}, this duly needs {head}: "
+                "run `duly db upgrade`"
+            )
+    return SqlStore(engine)
+
+
+def engine_options(settings: Settings) -> EngineOptions:
+    """The node's tunables from the ``engine`` settings."""
+    e = settings.engine
+    return EngineOptions(
+        node_name=settings.node_name or default_node_name(),
+        queues=tuple(e.queues),
+        concurrency=e.worker_concurrency,
+        claim_batch=e.claim_batch,
+        max_batch_size=e.max_batch_size,
+        lease_seconds=e.lease_seconds,
+        heartbeat_seconds=e.heartbeat_seconds,
+        max_idle_seconds=e.max_idle_seconds,
+        reaper_interval_seconds=e.reaper_interval_seconds,
+        shutdown_grace_seconds=e.shutdown_grace_seconds,
+        misfire_grace_seconds=e.misfire_grace_seconds,
+        watchdog_start_minutes=e.watchdog_start_minutes,
+        retention_days=e.retention_days,
+    )
+
+
+def job_registry(settings: Settings | None = None) -> JobRegistry:
+    """Every job this process can run: duly's built-ins and those registered with ``@job``.
+
+    ``daily_balance_check`` is configured by ``settings`` (the defaults without them).
+    """
+    from duly.operations.balance_check import balance_check_registry  # issue 5
+    from duly.operations.jobs import operations_registry  # money movement (issue 4)
+
+    balance = balance_check_registry(settings.jobs.daily_balance_check if settings else None)
+    return builtin_registry.merged(default_registry).merged(operations_registry).merged(balance)
+
+
+@dataclass
+class System:
+    """The parts of a running duly, built from settings."""
+
+    settings: Settings
+    store: SqlStore
+    registry: JobRegistry
+    clock: Clock
+    options: EngineOptions
+
+    @property
+    def client(self) -> EngineClient:
+        """The engine's operations (trigger, schedules, runs)."""
+        return EngineClient(self.store, self.registry, self.clock)
+
+    def sync_schedules(self) -> list[str]:
+        """Create or update the schedules declared in config and duly's own (retention)."""
+        client = self.client
+        grace = int(self.settings.engine.misfire_grace_seconds)
+        names = []
+        wanted = [
+            NewSchedule(
+                name=PRUNE_SCHEDULE,
+                job_name="duly.prune",
+                spec="daily:03:00",
+                timezone="UTC",
+                args={"retention_days": self.settings.engine.retention_days},
+                misfire="run_once",
+                overlap="skip",
+                source="system",
+                misfire_grace_seconds=grace,
+            ),
+        ]
+        wanted += [
+            NewSchedule(
+                name=s.name,
+                job_name=s.job,
+                spec=s.spec,
+                timezone=s.timezone,
+                args=dict(s.args),
+                calendar=s.calendar,
+                adjust=s.adjust,
+                misfire=s.misfire,
+                overlap=s.overlap,
+                paused=not s.enabled,
+                source="config",
+                misfire_grace_seconds=grace,
+            )
+            for s in self.settings.schedules
+        ]
+        from duly.operations.balance_check import JOB_NAME, balance_check_schedule
+
+        if JOB_NAME in self.registry:  # the nightly balance check (issue 5)
+            wanted.append(balance_check_schedule(self.settings.jobs.daily_balance_check, grace))
+        from duly.operations.sweep import SWEEP_JOB, sweep_schedule
+
+        # The sweep enqueues runs for work due within its horizon (recurring occurrences,
+        # payment retries), each at its own time, so hourly passes with a two-hour horizon
+        # keep every operation on time; `serve --demo` runs it every minute.
+        if SWEEP_JOB in self.registry:
+            sweep = sweep_schedule("every:1h", horizon=timedelta(hours=2))
+            wanted.append(replace(sweep, misfire_grace_seconds=grace))
+        for new in wanted:
+            client.upsert_schedule(new)
+            names.append(new.name)
+        return names
+
+
+def build_system(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    registry: JobRegistry | None = None,
+    auto_upgrade: bool = False,
+) -> System:
+    """Open the store and gather jobs and options."""
+    return System(
+        settings=settings,
+        store=open_store(settings, auto_upgrade=auto_upgrade),
+        registry=registry or job_registry(settings),
+        clock=clock or SystemClock(),
+        options=engine_options(settings),
+    )
+
+
+async def run_node(
+    system: System, roles: tuple[str, ...], stop: asyncio.Event | None = None
+) -> None:
+    """Run a node until SIGTERM/SIGINT (or ``stop``), then shut down gracefully."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    from duly.metrics import with_run_metrics  # issue 6
+    from duly.operations.notify_runtime import start_notifications  # issue 6
+
+    options = with_run_metrics(system.options)
+    node = Node(system.store, system.registry, system.clock, options, roles=roles)
+
+    notify = await start_notifications(system, roles)
+    metrics = None
+    api = system.settings.api
+    if api.metrics_port is not None:  # /metrics for Prometheus (issue 6)
+        from duly.metrics import start_metrics_server
+
+        metrics = start_metrics_server(system.store, system.clock, api.metrics_port, api.host)
+    try:
+        await node.run_until(stop)
+    finally:
+        if metrics is not None:
+            metrics.stop()
+        if notify is not None:
+            await notify.stop()

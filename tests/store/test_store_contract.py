@@ -1,0 +1,519 @@
+"""The store contract: the same tests on a SQLite file and on PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from duly.engine.errors import LeaseLost, NotFound, RunConflict
+from duly.engine.planning import PlannedRun
+from duly.engine.states import RunStatus
+from duly.engine.store.base import (
+    ClaimParams,
+    CompleteParams,
+    FireDecision,
+    NewAlert,
+    NewRun,
+    NewSchedule,
+    RunFilter,
+)
+from duly.engine.store.sql import SqlStore
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def new_run(
+    key: str,
+    *,
+    at: datetime = T0,
+    job: str = "j",
+    queue: str = "default",
+    priority: int = 0,
+    max_attempts: int = 3,
+    window: float | None = None,
+) -> NewRun:
+    return NewRun(
+        job_name=job,
+        scheduled_for=at,
+        idempotency_key=key,
+        queue=queue,
+        priority=priority,
+        max_attempts=max_attempts,
+        window_seconds=window,
+    )
+
+
+def claim(
+    store: SqlStore,
+    now: datetime = T0,
+    *,
+    limit: int = 10,
+    node: str = "n1",
+    queues: tuple[str, ...] = ("default",),
+    limits: dict[str, int] | None = None,
+):
+    return store.run_claim(
+        ClaimParams(
+            node=node,
+            queues=queues,
+            limit=limit,
+            now=now,
+            lease_seconds=30,
+            job_limits=limits or {},
+        )
+    )
+
+
+def complete(store: SqlStore, claimed, status: RunStatus, now: datetime = T0, **kw):
+    run = claimed.run
+    return store.run_complete(
+        CompleteParams(
+            run_id=run.id,
+            fencing_token=run.fencing_token,
+            attempt=run.attempt,
+            status=status,
+            now=now,
+            started_at=now,
+            **kw,
+        )
+    )
+
+
+def hourly(name: str = "s", *, overlap: str = "allow") -> NewSchedule:
+    return NewSchedule(name=name, job_name="j", spec="every:1h", overlap=overlap)
+
+
+def every_hour_planner(now: datetime):
+    """A planner firing each hour boundary up to ``now`` (stands in for the timing module)."""
+
+    def plan(sched, active):
+        fires, t = [], sched.next_fire_at
+        while t <= now:
+            fires.append(PlannedRun(t, RunStatus.QUEUED))
+            t += timedelta(hours=1)
+        return FireDecision(runs=fires, next_fire_at=t, max_attempts=2)
+
+    return plan
+
+
+# -- runs: enqueue, claim, complete ------------------------------------------------------
+
+
+def test_enqueue_is_idempotent_by_key(store: SqlStore) -> None:
+    first, created = store.run_enqueue(new_run("k1"), T0)
+    again, created_again = store.run_enqueue(new_run("k1", job="other"), T0)
+    assert created and not created_again
+    assert again.id == first.id and again.job_name == "j"
+    assert first.status is RunStatus.QUEUED and first.attempt == 0
+
+
+def test_claim_takes_a_lease_with_a_rising_fencing_token(store: SqlStore) -> None:
+    store.run_enqueue(new_run("k1"), T0)
+    (c1,) = claim(store)
+    assert c1.run.status is RunStatus.RUNNING and c1.run.attempt == 1
+    assert c1.run.lease_owner == "n1" and c1.run.lease_expires_at == T0 + timedelta(seconds=30)
+    complete(store, c1, RunStatus.RETRYING, not_before=T0)
+    (c2,) = claim(store)
+    assert c2.run.fencing_token == c1.run.fencing_token + 1 and c2.run.attempt == 2
+    assert [a.attempt for a in store.run_attempts(c1.run.id)] == [1, 2]
+
+
+def test_claim_skips_future_runs_other_queues_and_orders_by_priority(store: SqlStore) -> None:
+    store.run_enqueue(new_run("later", at=T0 + timedelta(minutes=1)), T0)
+    store.run_enqueue(new_run("other-queue", queue="bulk"), T0)
+    store.run_enqueue(new_run("low", priority=0), T0)
+    store.run_enqueue(new_run("high", priority=5), T0)
+    got = claim(store)
+    assert [c.run.idempotency_key for c in got] == ["high", "low"]
+    assert store.run_next_claimable_at(["default"]) == T0 + timedelta(minutes=1)
+
+
+def test_a_stale_lease_cannot_write_an_outcome(store: SqlStore) -> None:
+    store.run_enqueue(new_run("k1"), T0)
+    (c1,) = claim(store)
+    complete(store, c1, RunStatus.RETRYING, not_before=T0)
+    (c2,) = claim(store)
+    with pytest.raises(LeaseLost):
+        complete(store, c1, RunStatus.SUCCEEDED)
+    done = complete(store, c2, RunStatus.SUCCEEDED, result={"n": 1})
+    assert done.status is RunStatus.SUCCEEDED and done.result == {"n": 1}
+    assert done.lease_owner is None and done.finished_at == T0
+
+
+def test_effects_commit_with_the_completion(store: SqlStore) -> None:
+    store.run_enqueue(new_run("k1"), T0)
+    (c1,) = claim(store)
+    effects = store.effects_begin()
+    effects.connection.execute(text("UPDATE nodes SET pid = 1"))  # any write in the same tx
+    effects.connection.execute(
+        text(
+            "INSERT INTO alerts (dedupe_key, rule, severity, status, title, details, occurrences,"
+            " first_raised_at, last_raised_at) VALUES ('fx', 'r', 'low', 'open', 't', '{}', 1,"
+            " :t, :t)"
+        ),
+        {"t": T0 if store.is_postgres else T0.replace(tzinfo=None)},
+    )
+    store.run_complete(
+        CompleteParams(
+            run_id=c1.run.id,
+            fencing_token=c1.run.fencing_token,
+            attempt=1,
+            status=RunStatus.SUCCEEDED,
+            now=T0,
+            started_at=T0,
+        ),
+        effects,
+    )
+    assert [a.dedupe_key for a in store.alert_list()] == ["fx"]
+
+
+def test_effects_are_rolled_back_when_the_lease_was_lost(store: SqlStore) -> None:
+    store.run_enqueue(new_run("k1"), T0)
+    (c1,) = claim(store)
+    reaped = store.run_reap_expired(
+        T0 + timedelta(minutes=1), 10, lambda r: (RunStatus.RETRYING, T0)
+    )
+    assert [r.id for r in reaped] == [c1.run.id]
+    effects = store.effects_begin()
+    effects.connection.execute(
+        text(
+            "INSERT INTO alerts (dedupe_key, rule, severity, status, title, details, occurrences,"
+            " first_raised_at, last_raised_at) VALUES ('fx', 'r', 'low', 'open', 't', '{}', 1,"
+            " :t, :t)"
+        ),
+        {"t": T0 if store.is_postgres else T0.replace(tzinfo=None)},
+    )
+    with pytest.raises(LeaseLost):
+        store.run_complete(
+            CompleteParams(
+                run_id=c1.run.id,
+                fencing_token=c1.run.fencing_token,
+                attempt=1,
+                status=RunStatus.SUCCEEDED,
+                now=T0,
+                started_at=T0,
+            ),
+            effects,
+        )
+    assert store.alert_list() == []
+
+
+def _insert_alert(effects, key: str, store: SqlStore) -> None:
+    effects.connection.execute(
+        text(
+            "INSERT INTO alerts (dedupe_key, rule, severity, status, title, details, occurrences,"
+            " first_raised_at, last_raised_at) VALUES (:k, 'r', 'low', 'open', 't', '{}', 1,"
+            " :t, :t)"
+        ),
+        {"k": key, "t": T0 if store.is_postgres else T0.replace(tzinfo=None)},
+    )
+
+
+def _success(claimed, now: datetime = T0) -> CompleteParams:
+    run = claimed.run
+    return CompleteParams(run_id=run.id, fencing_token=run.fencing_token, attempt=run.attempt,
+                          status=RunStatus.SUCCEEDED, now=now, started_at=now)  # fmt: skip
+
+
+def test_a_batch_completes_with_its_shared_effects(store: SqlStore) -> None:
+    for i in range(3):
+        store.run_enqueue(new_run(f"b{i}"), T0)
+    got = claim(store, limit=3)
+    effects = store.effects_begin()
+    for c in got:
+        _insert_alert(effects, f"fx{c.run.id}", store)
+    assert store.run_complete_batch([_success(c) for c in got], effects) == [True] * 3
+    assert len(store.alert_list()) == 3
+    assert {store.run_get(c.run.id).status for c in got} == {RunStatus.SUCCEEDED}  # type: ignore[union-attr]
+
+
+def test_a_batch_with_one_lost_lease_writes_nothing(store: SqlStore) -> None:
+    for i in range(3):
+        store.run_enqueue(new_run(f"b{i}"), T0)
+    (lost,) = claim(store, limit=1)
+    others = claim(store, T0 + timedelta(seconds=50), limit=2)
+    # only the first lease (30 s from T0) has expired at T0+40s
+    reaped = store.run_reap_expired(
+        T0 + timedelta(seconds=40), 10, lambda r: (RunStatus.RETRYING, T0)
+    )
+    assert [r.id for r in reaped] == [lost.run.id]
+    batch = [lost, *others]
+    effects = store.effects_begin()
+    for c in batch:
+        _insert_alert(effects, f"fx{c.run.id}", store)
+    assert store.run_complete_batch([_success(c) for c in batch], effects) == [False, True, True]
+    assert store.alert_list() == []  # the shared effects were rolled back
+    assert {store.run_get(c.run.id).status for c in others} == {RunStatus.RUNNING}  # type: ignore[union-attr]
+    assert not effects.opened
+
+
+def test_concurrent_claimers_never_share_a_run(store: SqlStore) -> None:
+    for i in range(120):
+        store.run_enqueue(new_run(f"k{i}"), T0)
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def worker(node: str) -> None:
+        while True:
+            got = claim(store, node=node, limit=7)
+            if not got:
+                return
+            with lock:
+                seen.extend(c.run.id for c in got)
+
+    threads = [threading.Thread(target=worker, args=(f"n{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 120 and len(set(seen)) == 120
+
+
+def test_job_limit_holds_across_claimers(store: SqlStore) -> None:
+    for i in range(6):
+        store.run_enqueue(new_run(f"lim{i}", job="limited"), T0)
+    store.run_enqueue(new_run("free"), T0)
+    got = claim(store, limits={"limited": 2}) + claim(store, node="n2", limits={"limited": 2})
+    names = Counter(c.run.job_name for c in got)
+    assert names == {"limited": 2, "j": 1}
+    complete(store, next(c for c in got if c.run.job_name == "limited"), RunStatus.SUCCEEDED)
+    assert [c.run.job_name for c in claim(store, limits={"limited": 2})] == ["limited"]
+
+
+def test_serial_runs_go_one_at_a_time_in_order(store: SqlStore) -> None:
+    store.schedule_upsert(hourly(overlap="queue"), T0, lambda s: T0)
+    store.schedule_fire_due(
+        T0 + timedelta(hours=2), 10, every_hour_planner(T0 + timedelta(hours=2))
+    )
+    (first,) = claim(store, T0 + timedelta(hours=2))
+    assert first.run.scheduled_for == T0
+    assert claim(store, T0 + timedelta(hours=2)) == []
+    complete(store, first, RunStatus.RETRYING, not_before=T0 + timedelta(hours=3))
+    assert claim(store, T0 + timedelta(hours=2)) == []  # the retrying run keeps its place
+    (again,) = claim(store, T0 + timedelta(hours=3))
+    assert again.run.id == first.run.id
+    complete(store, again, RunStatus.SUCCEEDED)
+    (second,) = claim(store, T0 + timedelta(hours=3))
+    assert second.run.scheduled_for == T0 + timedelta(hours=1)
+
+
+# -- schedules and firing ----------------------------------------------------------------
+
+
+def test_firing_inserts_each_fire_once_and_advances(store: SqlStore) -> None:
+    store.schedule_upsert(hourly(), T0, lambda s: T0)
+    now = T0 + timedelta(hours=2, minutes=30)
+    fired = store.schedule_fire_due(now, 10, every_hour_planner(now))
+    assert len(fired) == 1 and len(fired[0].created_run_ids) == 3
+    assert store.schedule_get("s").next_fire_at == T0 + timedelta(hours=3)  # type: ignore[union-attr]
+    assert store.schedule_fire_due(now, 10, every_hour_planner(now)) == []
+    runs = store.run_list(RunFilter())
+    assert sorted(r.scheduled_for for r in runs) == [T0 + timedelta(hours=h) for h in range(3)]
+    assert {r.max_attempts for r in runs} == {2}
+
+
+def test_two_nodes_firing_at_once_insert_one_run_per_fire(store: SqlStore) -> None:
+    for i in range(20):
+        store.schedule_upsert(hourly(f"s{i}"), T0, lambda s: T0)
+    now = T0 + timedelta(hours=5, minutes=1)
+    barrier = threading.Barrier(3)
+
+    def fire() -> None:
+        barrier.wait()
+        while store.schedule_fire_due(now, 3, every_hour_planner(now)):
+            pass
+
+    threads = [threading.Thread(target=fire) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    runs = store.run_list(RunFilter(limit=1000))
+    assert len(runs) == 20 * 6
+    assert len({(r.schedule_id, r.scheduled_for) for r in runs}) == 120
+
+
+def test_a_rerun_fire_for_an_existing_instant_is_ignored(store: SqlStore) -> None:
+    store.schedule_upsert(hourly(), T0, lambda s: T0)
+    store.schedule_fire_due(T0, 10, every_hour_planner(T0))
+    # Someone moved next_fire_at back (e.g. an edit): the same instant must not run twice.
+    store.schedule_set_paused("s", False, T0, T0)
+    fired = store.schedule_fire_due(T0, 10, every_hour_planner(T0))
+    assert fired[0].created_run_ids == ()
+    assert len(store.run_list(RunFilter())) == 1
+
+
+def test_nodes_starting_together_create_each_schedule_once(store: SqlStore) -> None:
+    # Every node upserts the configured schedules as it starts; two starting at once
+    # must neither fail on the unique name nor create the schedule twice.
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def start_node() -> None:
+        barrier.wait()
+        try:
+            for i in range(15):
+                store.schedule_upsert(hourly(f"cfg{i}"), T0, lambda s: T0)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start_node) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(s.name for s in store.schedule_list()) == sorted(f"cfg{i}" for i in range(15))
+    assert {s.version for s in store.schedule_list()} == {1}
+
+
+def test_upsert_moves_next_fire_only_when_the_definition_changes(store: SqlStore) -> None:
+    row = store.schedule_upsert(hourly(), T0, lambda s: T0)
+    same = store.schedule_upsert(hourly(), T0, lambda s: T0 + timedelta(days=9))
+    assert same.next_fire_at == T0 and same.version == row.version
+    changed = store.schedule_upsert(
+        NewSchedule(name="s", job_name="j", spec="every:2h", overlap="allow"),
+        T0,
+        lambda s: T0 + timedelta(hours=2),
+    )
+    assert changed.next_fire_at == T0 + timedelta(hours=2) and changed.version == row.version + 1
+
+
+def test_paused_schedules_do_not_fire(store: SqlStore) -> None:
+    store.schedule_upsert(hourly(), T0, lambda s: T0)
+    store.schedule_set_paused("s", True, T0, None)
+    assert store.schedule_fire_due(T0, 10, every_hour_planner(T0)) == []
+    assert store.schedule_next_due() is None
+    with pytest.raises(NotFound):
+        store.schedule_set_paused("nope", True, T0, None)
+
+
+def test_cancel_previous_cancels_queued_and_flags_running(store: SqlStore) -> None:
+    store.schedule_upsert(hourly(overlap="cancel_previous"), T0, lambda s: T0)
+    store.schedule_fire_due(T0, 10, every_hour_planner(T0))
+    (running,) = claim(store)
+    t1 = T0 + timedelta(hours=1)
+
+    def plan(sched, active):
+        assert active
+        return FireDecision(
+            runs=[PlannedRun(t1, RunStatus.QUEUED)],
+            next_fire_at=t1 + timedelta(hours=1),
+            cancel_previous=True,
+        )
+
+    store.schedule_fire_due(t1, 10, plan)
+    assert store.lease_extend("n1", [running.run.id], t1 + timedelta(minutes=1), t1) == {
+        running.run.id
+    }
+
+
+# -- retries, cancels, reaper, watchdog marks --------------------------------------------
+
+
+def test_operator_retry_and_cancel_follow_the_state_machine(store: SqlStore) -> None:
+    run, _ = store.run_enqueue(new_run("k1", max_attempts=1), T0)
+    with pytest.raises(RunConflict):
+        store.run_retry(run.id, T0)
+    cancelled = store.run_cancel(run.id, T0)
+    assert cancelled.status is RunStatus.CANCELLED
+    with pytest.raises(RunConflict):
+        store.run_cancel(run.id, T0)
+    again = store.run_retry(run.id, T0)
+    assert again.status is RunStatus.QUEUED
+    (c,) = claim(store)
+    assert store.run_cancel(run.id, T0).cancel_requested
+    with pytest.raises(NotFound):
+        store.run_cancel(999_999, T0)
+    assert c.run.id == run.id
+
+
+def test_reaper_returns_expired_leases_or_fails_the_last_attempt(store: SqlStore) -> None:
+    a, _ = store.run_enqueue(new_run("a", max_attempts=2), T0)
+    b, _ = store.run_enqueue(new_run("b", max_attempts=1), T0)
+    claim(store)
+    assert (
+        store.run_reap_expired(T0 + timedelta(seconds=29), 10, lambda r: (RunStatus.FAILED, T0))
+        == []
+    )
+    later = T0 + timedelta(seconds=31)
+    reaped = store.run_reap_expired(
+        later,
+        10,
+        lambda r: (
+            (RunStatus.RETRYING, later) if r.attempt < r.max_attempts else (RunStatus.FAILED, later)
+        ),
+    )
+    by_key = {r.idempotency_key: r for r in reaped}
+    assert by_key["a"].status is RunStatus.RETRYING and by_key["a"].error_code == "LEASE_EXPIRED"
+    assert by_key["b"].status is RunStatus.FAILED
+    assert store.run_attempts(a.id)[0].status == "lost"
+    assert b.id in {r.id for r in reaped}
+
+
+def test_hand_back_does_not_spend_an_attempt(store: SqlStore) -> None:
+    store.run_enqueue(new_run("a", max_attempts=1), T0)
+    (c,) = claim(store)
+    assert store.run_hand_back(c.run.id, c.run.fencing_token, 1, T0)
+    (again,) = claim(store)
+    assert again.run.attempt == 2 and again.run.max_attempts == 2
+
+
+def test_late_starts_and_window_overruns_are_marked_once(store: SqlStore) -> None:
+    store.run_enqueue(new_run("late", window=600), T0)
+    assert store.run_mark_late_starts(T0, 10) == []
+    assert [
+        r.idempotency_key for r in store.run_mark_late_starts(T0 + timedelta(minutes=5), 10)
+    ] == ["late"]
+    assert store.run_mark_late_starts(T0 + timedelta(minutes=6), 10) == []
+    over = store.run_mark_window_overruns(T0 + timedelta(minutes=11), 10)
+    assert [r.idempotency_key for r in over] == ["late"]
+    assert store.run_mark_window_overruns(T0 + timedelta(minutes=12), 10) == []
+
+
+def test_progress_needs_the_current_lease(store: SqlStore) -> None:
+    store.run_enqueue(new_run("a"), T0)
+    (c,) = claim(store)
+    assert store.run_progress(c.run.id, c.run.fencing_token, 5, 10, T0)
+    assert not store.run_progress(c.run.id, c.run.fencing_token + 1, 6, 10, T0)
+    run = store.run_get(c.run.id)
+    assert run is not None and (run.progress_done, run.progress_total) == (5, 10)
+
+
+# -- alerts, nodes, retention -----------------------------------------------------------
+
+
+def test_alerts_are_deduplicated_while_open(store: SqlStore) -> None:
+    alert = NewAlert(dedupe_key="k", rule="r", severity="high", title="t", now=T0)
+    first, new = store.alert_raise(alert)
+    second, new2 = store.alert_raise(alert)
+    assert new and not new2 and second.id == first.id and second.occurrences == 2
+    acked = store.alert_set_status(first.id, "acked", "alice", T0)
+    assert acked.status == "acked" and acked.acked_by == "alice"
+    store.alert_set_status(first.id, "resolved", "bob", T0)
+    third, new3 = store.alert_raise(alert)
+    assert new3 and third.id != first.id
+    with pytest.raises(RunConflict):
+        store.alert_set_status(first.id, "acked", "x", T0)
+
+
+def test_prune_deletes_only_old_attempts(store: SqlStore) -> None:
+    for i, age in enumerate([100, 10]):
+        t = T0 - timedelta(days=age)
+        store.run_enqueue(new_run(f"k{i}", at=t), t)
+        (c,) = claim(store, t)
+        complete(store, c, RunStatus.SUCCEEDED, now=t)
+    assert store.execution_prune(T0 - timedelta(days=90), batch=1) == 1
+    remaining = [a for r in store.run_list(RunFilter()) for a in store.run_attempts(r.id)]
+    assert len(remaining) == 1 and remaining[0].started_at == T0 - timedelta(days=10)
+
+
+def test_times_round_trip_as_aware_utc(store: SqlStore) -> None:
+    odd = datetime(2026, 3, 29, 1, 30, 0, 123456, tzinfo=UTC)
+    run, _ = store.run_enqueue(new_run("t", at=odd), odd)
+    got = store.run_get(run.id)
+    assert got is not None and got.scheduled_for == odd and got.scheduled_for.tzinfo is not None
