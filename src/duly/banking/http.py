@@ -23,7 +23,8 @@ lost (timeout, malformed body) with the same key returns the recorded transfer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -32,11 +33,19 @@ import httpx
 
 from duly.banking.errors import BankingError, ErrorCode
 from duly.banking.money import MoneyError, check_currency, from_minor, mask_account, to_minor
-from duly.banking.port import Balance, BalanceReads, TransferResult, balances_one_by_one
+from duly.banking.port import (
+    Balance,
+    BalanceReads,
+    TransferRequest,
+    TransferResult,
+    balances_one_by_one,
+)
 from duly.banking.wire import (
     BALANCES_BATCH_PATH,
     IDEMPOTENCY_HEADER,
     MAX_BATCH_BALANCES,
+    MAX_BATCH_TRANSFERS,
+    TRANSFERS_BATCH_PATH,
     TRANSFERS_PATH,
     balance_path,
     transfer_path,
@@ -88,10 +97,15 @@ class HttpBank:
             transport=transport,
         )
         self._batch = True  # until the bank shows it has no batch endpoint
+        self._batch_transfers = True  # likewise for transfers
+        self._max_connections = max_connections
+        self._one_by_one: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
         """Close the connection pool."""
         self._client.close()
+        if self._one_by_one is not None:
+            self._one_by_one.shutdown(wait=False)
 
     def __enter__(self) -> HttpBank:
         return self
@@ -167,16 +181,9 @@ class HttpBank:
         conn: Any = None,
     ) -> TransferResult:
         """Post a transfer with ``Idempotency-Key: idempotency_key`` (``conn`` is ignored)."""
-        try:
-            code = check_currency(currency)
-        except MoneyError as exc:
-            raise BankingError(ErrorCode.VALIDATION_ERROR, str(exc)) from None
-        payload = {
-            "from_account": from_account,
-            "to_account": to_account,
-            "amount": str(from_minor(amount_minor, code)),
-            "currency": code,
-        }
+        request = TransferRequest(from_account, to_account, amount_minor, currency, idempotency_key)
+        payload = _transfer_payload(request)
+        del payload["idempotency_key"]  # it goes in the header
         response = self._send(
             "POST", TRANSFERS_PATH, json=payload, headers={IDEMPOTENCY_HEADER: idempotency_key}
         )
@@ -187,6 +194,75 @@ class HttpBank:
                 ErrorCode.INVALID_RESPONSE, "the bank answered with another transfer's id"
             )
         return result
+
+    def transfer_many(
+        self, requests: Sequence[TransferRequest], *, conn: Any = None
+    ) -> list[TransferResult | BankingError]:
+        """Post several transfers, one ``POST /v1/transfers:batch`` per
+        :data:`MAX_BATCH_TRANSFERS` (``conn`` is ignored).
+
+        One outcome per request, in order: the transfer as :meth:`transfer` returns it, or
+        the :class:`BankingError` its single call would have raised. A failed request
+        (timeout, 5xx, not JSON) gives every transfer of its chunk that error: each is
+        then tried again with its own key, which applies it at most once. A bank without
+        the endpoint (404, 405 or 501) gets one request per transfer from then on, as many
+        at once as the connection pool holds.
+        """
+        out: list[TransferResult | BankingError] = []
+        for start in range(0, len(requests), MAX_BATCH_TRANSFERS):
+            chunk = requests[start : start + MAX_BATCH_TRANSFERS]
+            got = self._transfer_chunk(chunk) if self._batch_transfers else None
+            out.extend(got if got is not None else self._transfers_one_by_one(chunk))
+        return out
+
+    def _transfer_chunk(
+        self, chunk: Sequence[TransferRequest]
+    ) -> list[TransferResult | BankingError] | None:
+        """One batch request's outcomes, or ``None`` if the bank has no batch endpoint."""
+        try:
+            payload = {"transfers": [_transfer_payload(r) for r in chunk]}
+        except BankingError as exc:  # an unknown currency: refuse each, post none
+            return [exc] * len(chunk)
+        try:
+            response = self._send("POST", TRANSFERS_BATCH_PATH, json=payload, allow=_NO_BATCH)
+            if response.status_code in _NO_BATCH:
+                self._batch_transfers = False
+                return None
+            entries = self._body(response).get("transfers")
+            if not isinstance(entries, list):
+                raise BankingError(
+                    ErrorCode.INVALID_RESPONSE, "the batch answer has no 'transfers' list"
+                )
+        except BankingError as exc:
+            return [exc] * len(chunk)
+        by_key: dict[str, TransferResult | BankingError] = {}
+        for entry in entries:
+            key = _entry_key(entry)
+            if key is not None and key not in by_key:  # twice: the first answer counts
+                by_key[key] = _transfer_entry(entry)
+        lost = BankingError(ErrorCode.INVALID_RESPONSE, "the batch answer left a transfer out")
+        return [by_key.get(r.idempotency_key, lost) for r in chunk]
+
+    def _transfers_one_by_one(
+        self, chunk: Sequence[TransferRequest]
+    ) -> list[TransferResult | BankingError]:
+        if self._one_by_one is None:
+            self._one_by_one = ThreadPoolExecutor(
+                max_workers=self._max_connections, thread_name_prefix=f"duly-{self.name}"
+            )
+        return list(self._one_by_one.map(self._transfer_or_error, chunk))
+
+    def _transfer_or_error(self, request: TransferRequest) -> TransferResult | BankingError:
+        try:
+            return self.transfer(
+                request.from_account,
+                request.to_account,
+                request.amount_minor,
+                request.currency,
+                request.idempotency_key,
+            )
+        except BankingError as exc:
+            return exc
 
     def get_transfer(self, idempotency_key: str) -> TransferResult | None:
         """The transfer recorded under ``idempotency_key``, or ``None`` (404)."""
@@ -242,8 +318,53 @@ class HttpBank:
 
 def _what(path: str) -> str:
     """The path without account or transfer ids (for messages)."""
-    return "/".join(part if part in ("", "v1", "accounts", "balance", "transfers", "balances:batch") else "…"
-                    for part in path.split("/"))  # fmt: skip
+    return "/".join(part if part in _PATH_WORDS else "…" for part in path.split("/"))
+
+
+_PATH_WORDS = frozenset(
+    {"", "v1", "accounts", "balance", "transfers", "balances:batch", "transfers:batch"}
+)
+
+
+def _transfer_payload(request: TransferRequest) -> dict[str, Any]:
+    """A transfer's JSON body (with its key, as a batch entry carries it).
+
+    :raises BankingError: ``VALIDATION_ERROR`` for an unknown currency.
+    """
+    try:
+        code = check_currency(request.currency)
+    except MoneyError as exc:
+        raise BankingError(ErrorCode.VALIDATION_ERROR, str(exc)) from None
+    return {
+        "idempotency_key": request.idempotency_key,
+        "from_account": request.from_account,
+        "to_account": request.to_account,
+        "amount": str(from_minor(request.amount_minor, code)),
+        "currency": code,
+    }
+
+
+def _entry_key(entry: Any) -> str | None:
+    """The key a batch entry answers for: its transfer's ``id``, or its ``idempotency_key``."""
+    if not isinstance(entry, dict):
+        return None
+    key = entry.get("id") if entry.get("error") is None else entry.get("idempotency_key")
+    return key if isinstance(key, str) else None
+
+
+def _transfer_entry(entry: dict[str, Any]) -> TransferResult | BankingError:
+    """One entry of a transfer batch answer: the transfer, or that transfer's own error."""
+    err = entry.get("error")
+    if err is None:
+        try:
+            return _transfer(entry, exists=entry.get("replayed") is True)
+        except BankingError as exc:
+            return exc
+    if not isinstance(err, dict):
+        return BankingError(ErrorCode.INVALID_RESPONSE, "a batch entry's 'error' is not an object")
+    code = err.get("code") if err.get("code") in _KNOWN else ErrorCode.API_ERROR
+    message = f"POST {TRANSFERS_BATCH_PATH} entry: {str(err.get('message', ''))[:200]}"
+    return BankingError(str(code), message)
 
 
 def _status_error(method: str, path: str, response: httpx.Response) -> BankingError:

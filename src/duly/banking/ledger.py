@@ -49,10 +49,10 @@ from duly.engine.store.sql import any_of, insert_rows, pg_execute
 __all__ = ["LedgerBank", "LedgerCheck", "funding_account_id"]
 
 
-
 def _log() -> Any:
     """The ledger's logger, looked up per call (a CLI run may close the stream of a cached one)."""
     return structlog.get_logger("duly.ledger")
+
 
 T = TypeVar("T")
 

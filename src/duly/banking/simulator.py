@@ -22,6 +22,11 @@ keeps an in-memory ledger with idempotency keys, and misbehaves on purpose:
 account in it, at the same rate, answered in that account's entry alone: ``timeout`` and
 ``5xx`` as a ``TIMEOUT`` / ``API_ERROR`` error entry, ``malformed`` as an amount that is
 not a decimal string, ``missing``, ``null`` and ``negative`` as for a single read.
+``POST /v1/transfers:batch`` likewise draws a fault for the request and then one for each
+transfer, answered in its entry: ``5xx`` and ``missing`` as an ``API_ERROR`` /
+``MISSING_DATA`` entry with nothing applied, ``timeout`` as a ``TIMEOUT`` entry *after*
+the transfer was applied (the answer is lost, not the transfer), ``malformed`` as an
+applied transfer whose amount is not a decimal string.
 
 Set-up endpoints (never faulty): ``POST /sim/accounts`` ``{id, currency, balance,
 overdraft_limit, status}``, ``GET /sim/stats`` (transfers recorded, and how many times
@@ -44,14 +49,19 @@ from urllib.parse import unquote, urlsplit
 
 from duly.banking.errors import ErrorCode
 from duly.banking.money import MoneyError, check_currency, from_minor, to_minor
-from duly.banking.wire import IDEMPOTENCY_HEADER, MAX_BATCH_BALANCES, error_body
+from duly.banking.wire import (
+    IDEMPOTENCY_HEADER,
+    MAX_BATCH_BALANCES,
+    MAX_BATCH_TRANSFERS,
+    error_body,
+)
 from duly.clock import Clock, SystemClock
 
 __all__ = ["FAULTS", "BankSimulator", "SimAccount"]
 
 FAULTS = ("timeout", "5xx", "malformed", "missing", "null", "negative")
 _BALANCE_ONLY = {"null", "negative"}
-#: Faults a whole batch request can get (the others are per account, inside the answer).
+#: Faults a whole batch request can get (the others are per entry, inside the answer).
 _BATCH_REQUEST = {"timeout", "5xx", "malformed"}
 
 
@@ -296,6 +306,44 @@ class BankSimulator:
             st.applied[key] += 1
             return 201, _public(record)
 
+    def transfers(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """(status, body) of a batch of transfers, with per-transfer faults drawn."""
+        items = body.get("transfers") if isinstance(body, dict) else None
+        keys = (
+            [item.get("idempotency_key") if isinstance(item, dict) else None for item in items]
+            if isinstance(items, list)
+            else []
+        )
+        if (
+            not isinstance(items, list)
+            or not 1 <= len(items) <= MAX_BATCH_TRANSFERS
+            or not all(isinstance(k, str) and k for k in keys)
+            or len(set(keys)) != len(keys)
+        ):
+            return 400, error_body(
+                ErrorCode.VALIDATION_ERROR,
+                f"transfers must be a list of 1 to {MAX_BATCH_TRANSFERS} transfers,"
+                " each with its own idempotency_key",
+            )
+        return 200, {"transfers": [self._batch_entry(i["idempotency_key"], i) for i in items]}
+
+    def _batch_entry(self, key: str, item: dict[str, Any]) -> dict[str, Any]:
+        """One transfer of a batch, as its entry in the answer."""
+        fault = self.draw_fault("transfer")
+        if fault in ("5xx", "missing"):
+            code = ErrorCode.API_ERROR if fault == "5xx" else ErrorCode.MISSING_DATA
+            return {"idempotency_key": key, **error_body(code, "simulated fault")}
+        status, payload = self.transfer(key, item)
+        if status >= 300:
+            return {"idempotency_key": key, **payload}
+        if fault == "timeout":
+            return {"idempotency_key": key,
+                    **error_body(ErrorCode.TIMEOUT, "simulated fault: the answer was lost")}  # fmt: skip
+        entry = {**payload, "replayed": status == 200}
+        if fault == "malformed":
+            entry["amount"] = 12.5  # a JSON number: not an amount
+        return entry
+
     def _refusal(
         self, src: str, dst: str, amount: int, currency: str
     ) -> tuple[int, dict[str, Any]] | None:
@@ -398,6 +446,8 @@ def _handler_for(sim: BankSimulator) -> type[BaseHTTPRequestHandler]:
                 self._api("balance", lambda: sim.balance(parts[2]))
             elif method == "POST" and parts == ["v1", "balances:batch"]:
                 self._api("batch", lambda: sim.balances(body))
+            elif method == "POST" and parts == ["v1", "transfers:batch"]:
+                self._api("batch", lambda: sim.transfers(body))
             elif method == "POST" and parts == ["v1", "transfers"]:
                 key = self.headers.get(IDEMPOTENCY_HEADER)
                 self._api("transfer", lambda: sim.transfer(key, body))

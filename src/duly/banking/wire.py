@@ -20,6 +20,19 @@ All bodies are JSON; amounts are decimal *strings* in the currency's major unit
                                            message}}`` for that account alone (``MISSING_DATA``
                                            unknown account, ``TIMEOUT``/``API_ERROR`` its read
                                            failed inside the bank); 400 bad body
+``POST /v1/transfers:batch``               body ``{transfers: [{idempotency_key,
+                                           from_account, to_account, amount, currency},
+                                           ...]}`` (1 to :data:`MAX_BATCH_TRANSFERS`, keys
+                                           distinct); 200 ``{transfers: [...]}``, one entry
+                                           per request in order: a transfer body with
+                                           ``replayed`` (true: the key was already applied
+                                           with the same fields), or ``{idempotency_key,
+                                           error: {code, message}}`` for that transfer alone
+                                           (what its single ``POST`` would have refused, or
+                                           ``TIMEOUT``/``API_ERROR``: its processing failed
+                                           inside the bank; try it again with its key);
+                                           400 bad body. Each transfer is applied at most
+                                           once per key, exactly as by ``POST /v1/transfers``
 =========================================  ==================================================
 
 A transfer body is ``{id, debit_account_id, credit_account_id, amount, currency, status,
@@ -38,6 +51,8 @@ __all__ = [
     "BALANCES_BATCH_PATH",
     "IDEMPOTENCY_HEADER",
     "MAX_BATCH_BALANCES",
+    "MAX_BATCH_TRANSFERS",
+    "TRANSFERS_BATCH_PATH",
     "TRANSFERS_PATH",
     "balance_path",
     "error_body",
@@ -50,6 +65,11 @@ TRANSFERS_PATH = "/v1/transfers"
 BALANCES_BATCH_PATH = "/v1/balances:batch"
 #: The most account ids one batch request may carry.
 MAX_BATCH_BALANCES = 1000
+#: Many transfers in one request, each with its own idempotency key (a bulk payment file);
+#: a bank without it answers 404/405/501: post them one by one.
+TRANSFERS_BATCH_PATH = "/v1/transfers:batch"
+#: The most transfers one batch request may carry.
+MAX_BATCH_TRANSFERS = 500
 
 
 def balance_path(account_id: str) -> str:
