@@ -234,8 +234,9 @@ def execute_many(ctxs: Sequence[JobContext], kind: Kind, banks: BankDirectory) -
     batch's one transaction: their rows locked with one statement, the postings made with
     :meth:`~duly.banking.ledger.LedgerBank.transfer_many`, attempts, states and events
     written with one statement each; all of it commits with the runs' completions. Runs on
-    an external bank call it concurrently (:data:`EXTERNAL_CONCURRENCY`), each with its
-    key, then record on the batch's transaction. One entry per run, in order: its summary
+    an external bank call it outside any transaction (set-based per chunk where the bank
+    takes many, concurrently), each transfer with its key, then record on the batch's
+    transaction. One entry per run, in order: its summary
     or the exception that fails it (a technical failure to retry).
     """
     if len(ctxs) == 1:
@@ -351,8 +352,7 @@ def _move_many(
         if many is None:
             outcomes.update({t.ref_id: _move(bank, t, conn) for t in group})
             continue
-        requests = [TransferRequest(t.from_account, t.to_account, t.amount_minor, t.currency,
-                                    t.transfer_key) for t in group]  # fmt: skip
+        requests = [_request(t) for t in group]
         outcomes.update(zip([t.ref_id for t in group], many(requests, conn=conn), strict=True))
     return [outcomes[t.ref_id] for t in targets]
 
@@ -448,9 +448,9 @@ def _execute_apart(ctxs: Sequence[JobContext], kind: Kind, banks: BankDirectory)
 
     1. one short transaction of its own marks them all ``executing`` (so that is what the
        rows show while the banks are called);
-    2. the calls, in parallel (:data:`EXTERNAL_CONCURRENCY`), outside any transaction, each
-       with its key; a technical failure before the run's last try fails that run, for the
-       engine to retry;
+    2. the calls, outside any transaction, each transfer with its key: set-based per chunk
+       where the bank takes many (:func:`_call_banks`), in parallel; a technical failure
+       before the run's last try fails that run, for the engine to retry;
     3. the outcomes recorded on the batch's transaction, each re-checked under lock.
     """
     store = _store(ctxs[0])
@@ -461,7 +461,7 @@ def _execute_apart(ctxs: Sequence[JobContext], kind: Kind, banks: BankDirectory)
         moving = _startable(conn, kind, ctxs, started, out)
         _mark_executing(conn, kind, [(t, a) for _, t, a in moving if t.status != "executing"],
                         started)  # fmt: skip
-    called = list(_external_pool().map(lambda m: _outcome_or_raised(m, banks, store), moving))
+    called = _call_banks(moving, banks, store)
     done: list[tuple[JobContext, Target, int]] = []
     outcomes: list[TransferResult | BankingError] = []
     for (ctx, target, attempt), (outcome, raised) in zip(moving, called, strict=True):
@@ -535,26 +535,75 @@ def _executing_event(kind: Kind, target: Target, attempt: int) -> NewEvent:
     return _event(kind, target, "executing", f"executing:a{attempt}", {"attempt": attempt})
 
 
-def _outcome_or_raised(
-    moving: tuple[JobContext, Target, int], banks: BankDirectory, store: SqlStore
-) -> tuple[TransferResult | BankingError | None, Exception | None]:
-    """The bank's outcome (a refusal is one), or what :func:`_call_bank` raised — kept apart."""
-    ctx, target, _ = moving
+#: Transfers per set-based call to an external bank that takes many at once
+#: (``transfer_many``); several such calls of a batch run at once.
+EXTERNAL_CHUNK = 100
+
+Called = tuple[TransferResult | BankingError | None, Exception | None]
+
+
+def _call_banks(
+    moving: list[tuple[JobContext, Target, int]], banks: BankDirectory, store: SqlStore
+) -> list[Called]:
+    """Each attempt's bank outcome (a refusal is one) or what fails its run, in order.
+
+    A bank with ``transfer_many`` gets one call per :data:`EXTERNAL_CHUNK` transfers,
+    another one call per transfer; the calls run in parallel (:data:`EXTERNAL_CONCURRENCY`).
+    """
+    by_bank: dict[str, list[tuple[JobContext, Target, int]]] = {}
+    for item in moving:
+        by_bank.setdefault(item[1].bank, []).append(item)
+    units: list[tuple[Any, list[tuple[JobContext, Target, int]]]] = []
+    for name, items in by_bank.items():
+        bank = banks.get(name, store.engine, items[0][0].clock)
+        step = EXTERNAL_CHUNK if callable(getattr(bank, "transfer_many", None)) else 1
+        units += [(bank, items[i : i + step]) for i in range(0, len(items), step)]
+    called: dict[int, Called] = {}
+    for unit, outcomes in zip(units, _external_pool().map(_call_unit, units), strict=True):
+        called.update(zip([ctx.run_id for ctx, _, _ in unit[1]], outcomes, strict=True))
+    return [called[ctx.run_id] for ctx, _, _ in moving]
+
+
+def _call_unit(unit: tuple[Any, list[tuple[JobContext, Target, int]]]) -> list[Called]:
+    """One call to an external bank (one transfer, or a chunk), each outcome settled."""
+    bank, items = unit
     try:
-        return _call_bank(ctx, target, banks, store), None
-    except Exception as exc:
-        return None, exc
+        if len(items) == 1 and not callable(getattr(bank, "transfer_many", None)):
+            raw = [_move(bank, items[0][1], None)]
+        else:
+            raw = list(bank.transfer_many([_request(t) for _, t, _ in items]))
+    except Exception as exc:  # a bug in the adapter: fails these runs, for the engine
+        return [(None, exc)] * len(items)
+    out: list[Called] = []
+    for (ctx, target, _), outcome in zip(items, raw, strict=True):
+        try:
+            out.append((_settle(ctx, bank, target, outcome), None))
+        except Exception as exc:
+            out.append((None, exc))
+    return out
+
+
+def _request(target: Target) -> TransferRequest:
+    return TransferRequest(target.from_account, target.to_account, target.amount_minor,
+                           target.currency, target.transfer_key)  # fmt: skip
 
 
 def _call_bank(
     ctx: JobContext, target: Target, banks: BankDirectory, store: SqlStore
 ) -> TransferResult | BankingError:
-    """Call the operation's bank with its key, outside any transaction.
-
-    :raises JobError: a technical failure before the run's last try (the engine retries).
-    """
+    """Call the operation's bank with its key, outside any transaction (see :func:`_settle`)."""
     bank = banks.get(target.bank, store.engine, ctx.clock)
-    outcome = _move(bank, target, None)
+    return _settle(ctx, bank, target, _move(bank, target, None))
+
+
+def _settle(
+    ctx: JobContext, bank: Any, target: Target, outcome: TransferResult | BankingError
+) -> TransferResult | BankingError:
+    """The outcome an attempt records: a technical failure is the engine's to retry.
+
+    :raises JobError: a technical failure before the run's last try (the engine retries);
+        on the last try, whether the bank recorded the transfer after all decides.
+    """
     if isinstance(outcome, BankingError) and outcome.code in TECHNICAL:
         if not ctx.is_last_attempt:
             raise to_job_error(outcome)
