@@ -215,7 +215,8 @@ def main() -> None:
         full = out["elapsed"] * FULL / args.transfers  # the target's batch, at this rate
         verdict = "-" if target is None else ("met" if full <= target else "MISSED")
         print(f"{row:<18}{out['rate']:>12,.0f}{out['elapsed']:>10.1f}s{full:>10.0f}s{verdict:>9}  "
-              f"{out['created_s']:.1f} s", flush=True)  # fmt: skip
+              f"{out['created_s']:.1f} s  (load average {os.getloadavg()[0]:.1f})",
+              flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
