@@ -41,6 +41,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    FilePath,
     SecretStr,
     ValidationError,
     field_validator,
@@ -419,6 +420,9 @@ class EmailSettings(BaseModel):
     password: SecretStr | None = None
     sender: NonEmptyStr = "duly <noreply@localhost>"
     timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    ca_file: FilePath | None = None
+    """PEM bundle of the CAs trusted for the server's certificate (an internal CA); default:
+    the system's. The certificate and its name are always checked."""
 
     @model_validator(mode="after")
     def _one_tls_mode(self) -> EmailSettings:

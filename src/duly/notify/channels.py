@@ -123,7 +123,9 @@ class EmailChannel:
         self.starttls, self.use_ssl = starttls, use_ssl
         self.username, self.password = username, password
         self.timeout = timeout
-        self.ssl_context = ssl_context
+        # smtplib's own default context verifies nothing: always check the server's
+        # certificate and name (the system's CAs unless the caller trusts its own)
+        self.ssl_context = ssl_context or ssl_module.create_default_context()
 
     def _message(self, message: Message) -> EmailMessage:
         mail = EmailMessage()

@@ -17,6 +17,7 @@ again with the same key (at-least-once; see docs/notifications.md).
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -130,6 +131,9 @@ class ChannelSet:
                 username=e.username,
                 password=e.password.get_secret_value() if e.password else None,
                 timeout=e.timeout_seconds,
+                ssl_context=ssl.create_default_context(cafile=str(e.ca_file))
+                if e.ca_file is not None
+                else None,
             )
         for name in ("sms", "push"):
             g = getattr(settings, name)
