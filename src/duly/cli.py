@@ -386,10 +386,10 @@ def _serve(roles: tuple[str, ...], demo: bool, modules: list[str] | None = None)
     with open_system(auto_upgrade=True) as system:
         names = system.sync_schedules()
         if demo:
-            names += _demo_schedules(system)
+            names += _demo_schedules(system)  # the sweep again (every minute): named once
         typer.echo(f"duly {__version__}: node {system.options.node_name} on "
                    f"{system.store.dialect}; roles {', '.join(roles)}; schedules: "
-                   f"{', '.join(names)}. Ctrl-C to stop.", err=True)
+                   f"{', '.join(dict.fromkeys(names))}. Ctrl-C to stop.", err=True)
         asyncio.run(run_node(system, roles))
 
 
