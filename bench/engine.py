@@ -245,7 +245,11 @@ def main() -> None:
     parser.add_argument("--pg", default=os.environ.get(
         "DULY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--stores", default="sqlite,postgres")
+    parser.add_argument("--only", default="enq,fire,run1,run3,lat",
+                        help="measurements to take (comma-separated): enq, fire, run1, run3, lat; "
+                             "RSS is taken when --rss-runs is not 0")
     args = parser.parse_args()
+    only = set(args.only.split(","))
     configure_logging("warning", "json")
     print(f"machine: {machine()}")
     print(f"queued runs per drain: {args.runs:,}; enqueue/fire: {args.enqueue:,}; "
@@ -255,24 +259,33 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     for kind in args.stores.split(","):
         db = Database(kind, args.pg)
-        res: dict[str, list[float]] = {k: [] for k in ("enq", "fire", "run1", "run3")}
+        res: dict[str, list[float]] = {k: [0.0] for k in ("enq", "fire", "run1", "run3")}
+        for k in only & set(res):
+            res[k] = []
         lat: list[tuple[float, float, float]] = []
         for _ in range(args.repeats):
-            res["enq"].append(measure(db, bench_enqueue, args.enqueue))
-            res["fire"].append(measure(db, bench_fire, args.enqueue))
-            res["run1"].append(measure(db, drain_in_process, args.runs))
-            # SQLite has one writer for all processes: several processes on one file are
-            # correct but not a way to scale, so they are measured on fewer runs.
-            n3 = args.runs if kind == "postgres" else max(args.runs // 10, 1000)
-            store = db.create()
-            try:
-                res["run3"].append(drain_processes(store, db.url, n3, 3))
-            finally:
-                db.drop(store)
-            lat.append(measure(db, lateness))
+            if "enq" in only:
+                res["enq"].append(measure(db, bench_enqueue, args.enqueue))
+            if "fire" in only:
+                res["fire"].append(measure(db, bench_fire, args.enqueue))
+            if "run1" in only:
+                res["run1"].append(measure(db, drain_in_process, args.runs))
+            if "run3" in only:
+                # SQLite has one writer for all processes: several processes on one file
+                # are correct but not a way to scale, so they are measured on fewer runs.
+                n3 = args.runs if kind == "postgres" else max(args.runs // 10, 1000)
+                store = db.create()
+                try:
+                    res["run3"].append(drain_processes(store, db.url, n3, 3))
+                finally:
+                    db.drop(store)
+            if "lat" in only:
+                lat.append(measure(db, lateness))
         rss = measure(db, memory, args.rss_runs) if args.rss_runs else [0.0, 0.0]
+        print(f"{kind} raw: {res} lateness {lat}", file=sys.stderr)
         med = {k: statistics.median(v) for k, v in res.items()}
-        p50, p99, worst = (statistics.median(x[i] for x in lat) for i in range(3))
+        p50, p99, worst = (statistics.median(x[i] for x in lat or [(0.0, 0.0, 0.0)])
+                           for i in range(3))
         print(f"| {kind} | {med['enq']:,.0f} | {med['fire']:,.0f} | {med['run1']:,.0f} | "
               f"{med['run3']:,.0f} | {p50:.1f} / {p99:.1f} / {worst:.1f} ms | "
               f"{rss[0]:.0f} → {rss[-1]:.0f} MiB (after each round: "

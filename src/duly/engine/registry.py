@@ -32,6 +32,9 @@ class JobDefinition:
     :param batch: for a batch job (:meth:`JobRegistry.batch_job`), the function a worker
         calls once for up to ``batch_size`` runs it claimed together; ``func`` then runs
         it for one run.
+    :param inline: a sync job that returns at once (no I/O, microseconds): the worker calls
+        it on its event loop instead of handing it to a thread. Nothing can stop it (its
+        timeout is not enforced) and it holds up the node while it runs.
     """
 
     name: str
@@ -45,6 +48,7 @@ class JobDefinition:
     description: str = ""
     batch: BatchFunc | None = None
     batch_size: int = 1
+    inline: bool = False
 
     @property
     def is_async(self) -> bool:
@@ -67,6 +71,8 @@ class JobRegistry:
             raise ValueError(f"a job named {definition.name!r} is already registered")
         if definition.max_concurrency is not None and definition.max_concurrency < 1:
             raise ValueError(f"job {definition.name!r}: max_concurrency must be ≥ 1")
+        if definition.inline and (definition.is_async or definition.batch is not None):
+            raise ValueError(f"job {definition.name!r}: only a sync single-run job can be inline")
         self._jobs[definition.name] = definition
         return definition
 
@@ -80,10 +86,13 @@ class JobRegistry:
         queue: str = "default",
         priority: int = 0,
         window: float | timedelta | None = None,
+        inline: bool = False,
     ) -> Callable[[F], F]:
         """Decorator registering a sync or async function ``f(ctx) -> summary`` as a job.
 
-        ``retry`` may be a :class:`RetryPolicy` or a number of attempts.
+        ``retry`` may be a :class:`RetryPolicy` or a number of attempts. ``inline`` (sync
+        jobs that return at once only) runs it on the worker's event loop, without a thread
+        hand-off and without a timeout (see :class:`JobDefinition`).
         """
 
         def decorate(func: F) -> F:
@@ -98,6 +107,7 @@ class JobRegistry:
                     priority=priority,
                     window=_seconds(window) if window is not None else None,
                     description=(inspect.getdoc(func) or "").split("\n", 1)[0],
+                    inline=inline,
                 )
             )
             return func

@@ -1,7 +1,10 @@
 """The worker loop: claims runs under a lease, executes jobs, writes outcomes.
 
 * claims in batches up to free capacity (per-node limit), respecting per-job limits,
-  queues and priorities (the store enforces limits across nodes);
+  queues and priorities (the store enforces limits across nodes); a slot is taken while a
+  job executes, not while its outcome waits to be written (a bounded backlog);
+* runs an ``inline`` job (sync, returns at once: ``duly.noop``) on the event loop, all
+  claimed runs of it in one task, without a thread hand-off;
 * heartbeats extend the leases of in-flight runs and pick up cancel requests;
 * an attempt is stopped at its job's timeout (async: cancelled; sync: abandoned in its
   thread, its effects rolled back when it returns) and counted ``JOB_TIMEOUT``;
@@ -75,24 +78,33 @@ class WorkerService(Service):
         self._heartbeat_clock = WaitTrackingClock(env.clock)
         opts = env.options
         self._claim_threshold = max(1, min(opts.claim_batch, opts.concurrency) // 4)
-        self._completions: list[tuple[CompleteParams, asyncio.Future[bool]]] = []
+        self._completions: list[tuple[list[CompleteParams], asyncio.Future[list[bool]]]] = []
         self._completions_ready = asyncio.Event()
         self._batch_jobs = {j.name: j for j in env.registry if j.batch is not None}
         self._batch_cap = opts.max_batch_size
         self._batch_slot_cap = max(1, opts.concurrency // 2)
         self._single_jobs = frozenset(j.name for j in env.registry if j.batch is None)
+        self._inline_jobs = {j.name: j for j in env.registry if j.inline}
+        self._busy = 0  # slots whose job is executing (a run, or a batch of runs)
+        self._batch_busy = 0  # of which batches of batch jobs
+        self._writing = 0  # runs whose job returned and whose outcome is being written
+        # Runs waiting for their outcome to be written hold no slot, but a node whose writes
+        # fall behind stops claiming rather than piling them up.
+        self._writing_cap = 2 * max(opts.concurrency, opts.claim_batch)
 
     @property
     def slots_in_use(self) -> int:
-        """Concurrency slots taken: one per single run, one per batch of runs."""
-        return len({id(f.task) for f in self.in_flight.values()})
+        """Concurrency slots taken: one per executing run, one per executing batch of runs.
+
+        A run whose job has returned frees its slot while its outcome is written (it stays
+        in :attr:`in_flight`, its lease extended, until written).
+        """
+        return self._busy
 
     @property
     def batch_slots_in_use(self) -> int:
-        """Slots taken by batches of batch jobs."""
-        return len(
-            {id(f.task) for f in self.in_flight.values() if f.run.job_name in self._batch_jobs}
-        )
+        """Slots taken by executing batches of batch jobs."""
+        return self._batch_busy
 
     @property
     def heartbeat_idle(self) -> bool:
@@ -119,10 +131,14 @@ class WorkerService(Service):
         while not self.stopping.is_set():
             self.wakeup.clear()
             self._begin_pass()
-            free = opts.concurrency - self.slots_in_use
+            free = opts.concurrency - self._busy
             # A busy node claims in batches: one transaction for many runs instead of one
             # per freed slot. An idle node claims at once, for low latency.
-            may_claim = free > 0 and (not self.in_flight or free >= self._claim_threshold)
+            may_claim = (
+                free > 0
+                and (not self._busy or free >= self._claim_threshold)
+                and self._writing < self._writing_cap
+            )
             claimed: list[ClaimedRun] = []
             params = self._claim_params(free)
             full = False
@@ -136,11 +152,12 @@ class WorkerService(Service):
                 params = replace(params, limit=min(free, opts.claim_batch))
             if may_claim and free > 0:
                 single = await self.env.db(self.env.store.run_claim, params)
-                for item in single:
-                    self._start(item)
+                self._start_singles(single)
                 full = full or len(single) >= params.limit
                 claimed += single
             self.last_claimed = len(claimed)
+            if claimed:
+                self._log_claimed(claimed, params.now)
             self._mark_pass()
             if claimed and full:
                 await asyncio.sleep(0)  # let the new tasks start before claiming more
@@ -186,6 +203,38 @@ class WorkerService(Service):
                 slots += 1
         return slots
 
+    def _start_singles(self, claimed: list[ClaimedRun]) -> None:
+        """Start claimed runs: a task each, or one task for all runs of inline jobs."""
+        inline: list[tuple[RunRow, JobContext, JobDefinition]] = []
+        clock: WaitTrackingClock | None = None
+        for item in claimed:
+            run = item.run
+            job = self._inline_jobs.get(run.job_name)
+            if job is None:
+                self._start(item)
+                continue
+            clock = clock or WaitTrackingClock(self.env.clock)
+            inline.append((run, self._context(run, self.env.store.effects_begin(), clock), job))
+        if inline:
+            self._busy += len(inline)
+            task = asyncio.create_task(
+                self._execute_inline(inline), name=f"duly-inline-{inline[0][0].id}"
+            )
+            for run, ctx, _ in inline:
+                self.in_flight[run.id] = _InFlight(run, ctx, task)
+
+    def _log_claimed(self, claimed: list[ClaimedRun], claimed_at: datetime) -> None:
+        """One line per claim: how many runs of which jobs, and how late the latest first try."""
+        jobs: dict[str, int] = {}
+        late = 0.0
+        for item in claimed:
+            run = item.run
+            jobs[run.job_name] = jobs.get(run.job_name, 0) + 1
+            if run.attempt <= 1:
+                late = max(late, (claimed_at - run.scheduled_for).total_seconds())
+        self.log.info("runs.claimed", count=len(claimed), jobs=jobs,
+                      max_lateness_ms=int(late * 1000))  # fmt: skip
+
     async def _next_wake(self, free: int, claimed_at: datetime) -> datetime:
         now = self.env.clock.now()
         idle = now + timedelta(seconds=self.env.options.max_idle_seconds)
@@ -219,6 +268,7 @@ class WorkerService(Service):
     def _start(self, item: ClaimedRun) -> None:
         run = item.run
         ctx = self._context(run, self.env.store.effects_begin())
+        self._busy += 1
         task = asyncio.create_task(self._execute(run, ctx), name=f"duly-run-{run.id}")
         self.in_flight[run.id] = _InFlight(run, ctx, task)
 
@@ -226,6 +276,8 @@ class WorkerService(Service):
         effects = self.env.store.effects_begin()  # shared: the batch commits as one
         clock = WaitTrackingClock(self.env.clock)  # one thread: waiting is the batch's state
         flights = [(item.run, self._context(item.run, effects, clock)) for item in items]
+        self._busy += 1
+        self._batch_busy += 1
         task = asyncio.create_task(
             self._execute_batch(job, flights, effects), name=f"duly-batch-{items[0].run.id}"
         )
@@ -235,7 +287,7 @@ class WorkerService(Service):
     # -- one attempt ----------------------------------------------------------------
 
     def _started(self, run: RunRow, started: datetime) -> None:
-        self.log.info(
+        self.log.debug(
             "run.started",
             run_id=run.id,
             job=run.job_name,
@@ -248,6 +300,7 @@ class WorkerService(Service):
     async def _execute(self, run: RunRow, ctx: JobContext) -> None:
         started = self.env.clock.now()
         self._started(run, started)
+        executing = True
         try:
             job: JobDefinition | None = None
             try:
@@ -258,14 +311,57 @@ class WorkerService(Service):
                 )
             else:
                 outcome = await self._attempt(job, ctx)
-            await self._finish(run, ctx, job, outcome, started)
+            executing = False
+            self._returned(1)
+            await self._finish([(run, ctx, job, outcome, started)])
         except asyncio.CancelledError:
             raise
         except Exception:  # the loop must survive anything
             self.log.exception("run.finish_failed", run_id=run.id)
         finally:
+            if executing:
+                self._returned(1)
+            self._written(1)
             self.in_flight.pop(run.id, None)
             self.completed += 1
+            self.wakeup.set()
+
+    def _returned(self, runs: int, *, batch: bool = False) -> None:
+        """A job (or a batch) returned: its slot is free, its outcome is to be written."""
+        self._busy -= 1 if batch else runs
+        self._batch_busy -= 1 if batch else 0
+        self._writing += runs
+        self.wakeup.set()
+
+    def _written(self, runs: int) -> None:
+        self._writing -= runs
+
+    async def _execute_inline(self, flights: list[tuple[RunRow, JobContext, JobDefinition]]) -> None:
+        """Run claimed runs of inline jobs one after the other on the loop; write them together."""
+        done: list[tuple[RunRow, JobContext, JobDefinition | None, Outcome, datetime]] = []
+        try:
+            for run, ctx, job in flights:
+                started = self.env.clock.now()
+                self._started(run, started)
+                try:
+                    value: Any = job.func(ctx)
+                except Exception as exc:
+                    outcome = _outcome(None, exc, ctx)
+                else:
+                    outcome = _outcome(value, None, ctx)
+                self._returned(1)
+                done.append((run, ctx, job, outcome, started))
+            await self._finish(done)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the loop must survive anything
+            self.log.exception("run.finish_failed", run_ids=[run.id for run, _, _ in flights])
+        finally:
+            self._busy -= len(flights) - len(done)
+            self._written(len(done))
+            for run, _, _ in flights:
+                self.in_flight.pop(run.id, None)
+            self.completed += len(flights)
             self.wakeup.set()
 
     async def _attempt(self, job: JobDefinition, ctx: JobContext) -> Outcome:
@@ -299,14 +395,20 @@ class WorkerService(Service):
         started = self.env.clock.now()
         for run, _ in flights:
             self._started(run, started)
+        executing = True
         try:
             outcomes = await self._attempt_batch(job, [ctx for _, ctx in flights], effects)
+            executing = False
+            self._returned(len(flights), batch=True)
             await self._finish_batch(job, flights, outcomes, effects, started)
         except asyncio.CancelledError:
             raise
         except Exception:  # the loop must survive anything
             self.log.exception("batch.finish_failed", job=job.name, runs=len(flights))
         finally:
+            if executing:
+                self._returned(len(flights), batch=True)
+            self._written(len(flights))
             for run, _ in flights:
                 self.in_flight.pop(run.id, None)
             self.completed += len(flights)
@@ -338,7 +440,10 @@ class WorkerService(Service):
                             message=f"batch job returned {len(results)} outcomes for "
                                     f"{len(ctxs)} runs")  # fmt: skip
             return [wrong] * len(ctxs)
-        return [_outcome_of_value(value, ctx) for value, ctx in zip(results, ctxs, strict=True)]
+        return [
+            _outcome(None, value, ctx) if isinstance(value, BaseException) else _outcome(value, None, ctx)
+            for value, ctx in zip(results, ctxs, strict=True)
+        ]
 
     async def _finish_batch(
         self,
@@ -378,6 +483,7 @@ class WorkerService(Service):
                 self._completed(run, outcome, p, started)
             else:
                 self._lease_lost(run, p.status)
+        self._log_written("batch.completed", params, written, job=job.name)
 
     async def _hand_back_batch(
         self, flights: list[tuple[RunRow, JobContext]], held: list[bool]
@@ -393,27 +499,36 @@ class WorkerService(Service):
 
     async def _finish(
         self,
-        run: RunRow,
-        ctx: JobContext,
-        job: JobDefinition | None,
-        outcome: Outcome,
-        started: datetime,
+        done: list[tuple[RunRow, JobContext, JobDefinition | None, Outcome, datetime]],
     ) -> None:
-        effects = ctx._effects
+        """Write the outcomes of attempts that ended: with their effects one by one, the
+        others together with whatever else is waiting to be written."""
         now = self.env.clock.now()
-        status, not_before = self._decide(run, job, outcome, now)
-        if status is not RunStatus.SUCCEEDED and effects is not None and not outcome.abandoned:
-            await self.env.db(effects.rollback)
-        params = self._complete_params(run, outcome, status, not_before, now, started)
-        try:
-            if effects is not None and effects.opened and status is RunStatus.SUCCEEDED:
-                await self.env.db(self.env.store.run_complete, params, effects)
-            elif not await self._complete_batched(params):
-                raise LeaseLost(f"run {run.id}: lease {run.fencing_token} is no longer held")
-        except LeaseLost:
-            self._lease_lost(run, status)
+        queued: list[tuple[RunRow, Outcome, CompleteParams, datetime]] = []
+        for run, ctx, job, outcome, started in done:
+            effects = ctx._effects
+            status, not_before = self._decide(run, job, outcome, now)
+            params = self._complete_params(run, outcome, status, not_before, now, started)
+            if effects is not None and effects.opened:
+                if status is RunStatus.SUCCEEDED:
+                    try:
+                        await self.env.db(self.env.store.run_complete, params, effects)
+                    except LeaseLost:
+                        self._lease_lost(run, status)
+                    else:
+                        self._completed(run, outcome, params, started)
+                    continue
+                if not outcome.abandoned:
+                    await self.env.db(effects.rollback)
+            queued.append((run, outcome, params, started))
+        if not queued:
             return
-        self._completed(run, outcome, params, started)
+        written = await self._complete_queued([params for _, _, params, _ in queued])
+        for (run, outcome, params, started), ok in zip(queued, written, strict=True):
+            if ok:
+                self._completed(run, outcome, params, started)
+            else:
+                self._lease_lost(run, params.status)
 
     @staticmethod
     def _complete_params(
@@ -446,7 +561,9 @@ class WorkerService(Service):
     ) -> None:
         """Log a written outcome, tell the observers, and alert on a final failure."""
         status, now, not_before = params.status, params.now, params.not_before
-        self.log.info(
+        # Per run at debug for a success (the writes are summed up per batch at info);
+        # anything else is what an operator looks for, one line each.
+        (self.log.debug if status is RunStatus.SUCCEEDED else self.log.info)(
             "run.completed",
             run_id=run.id,
             job=run.job_name,
@@ -488,7 +605,12 @@ class WorkerService(Service):
 
     async def _complete_batched(self, params: CompleteParams) -> bool:
         """Queue an outcome for the next batch write; ``False`` if the lease was lost."""
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        (written,) = await self._complete_queued([params])
+        return written
+
+    async def _complete_queued(self, params: list[CompleteParams]) -> list[bool]:
+        """Queue outcomes for the next batch write; ``False`` where the lease was lost."""
+        done: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
         self._completions.append((params, done))
         self._completions_ready.set()
         return await done
@@ -501,18 +623,31 @@ class WorkerService(Service):
             batch, self._completions = self._completions, []
             if not batch:
                 continue
+            flat = [p for params, _ in batch for p in params]
             try:
-                rows = await self.env.db(
-                    self.env.store.run_complete_many, [params for params, _ in batch]
-                )
+                rows = await self.env.db(self.env.store.run_complete_many, flat)
             except Exception as exc:  # hand the error to each waiting attempt
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(exc)
                 continue
-            for (_, done), written in zip(batch, rows, strict=True):
+            self._log_written("runs.completed", flat, rows)
+            at = 0
+            for params, done in batch:
                 if not done.done():
-                    done.set_result(written)
+                    done.set_result(rows[at : at + len(params)])
+                at += len(params)
+
+    def _log_written(
+        self, event: str, params: list[CompleteParams], written: list[bool], **extra: Any
+    ) -> None:
+        """One info line per write of outcomes: how many, by status, and leases lost."""
+        statuses: dict[str, int] = {}
+        for p, ok in zip(params, written, strict=True):
+            if ok:
+                statuses[p.status.value] = statuses.get(p.status.value, 0) + 1
+        lost = len(written) - sum(statuses.values())
+        self.log.info(event, count=len(params), statuses=statuses, leases_lost=lost, **extra)
 
     def _decide(
         self, run: RunRow, job: JobDefinition | None, outcome: Outcome, now: datetime
@@ -604,20 +739,15 @@ def _run_batch(job: JobDefinition, ctxs: list[JobContext], effects: SqlEffects) 
             effects.rollback()
 
 
-def _outcome_of_value(value: Any, ctx: JobContext) -> Outcome:
-    """The outcome of one run of a batch: its summary, or the exception returned for it."""
-    done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    if isinstance(value, BaseException):
-        done.set_exception(value)
-    else:
-        done.set_result(value)
-    return _outcome_of(done, ctx)
-
-
 def _outcome_of(work: asyncio.Future[Any], ctx: JobContext) -> Outcome:
+    """The outcome of an attempt that ran as ``work``."""
     exc = work.exception() if not work.cancelled() else Cancelled("cancelled")
+    return _outcome(None if exc is not None else work.result(), exc, ctx)
+
+
+def _outcome(result: Any, exc: BaseException | None, ctx: JobContext) -> Outcome:
+    """The outcome of an attempt that returned ``result`` or raised ``exc``."""
     if exc is None:
-        result = work.result()
         try:
             json.dumps(result)
         except (TypeError, ValueError) as err:
