@@ -28,12 +28,15 @@ __all__ = [
     "Outcome",
     "cancel_deliveries",
     "claim",
+    "claim_on",
     "enqueue",
     "enqueue_many",
     "finish",
     "finish_many",
+    "finish_many_on",
     "list_deliveries",
     "next_due",
+    "next_due_on",
 ]
 
 _D = deliveries
@@ -188,23 +191,31 @@ def _due(now: datetime) -> Any:
 def claim(engine: Engine, now: datetime, limit: int, lease: timedelta) -> list[DeliveryRow]:
     """Take up to ``limit`` due deliveries (and those whose sender's lease ran out)."""
     with engine.begin() as conn:
-        stmt = select(_D.c.id).where(_due(now)).order_by(_D.c.next_attempt_at, _D.c.id).limit(limit)
-        if conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
-        ids = [int(i) for i in conn.execute(stmt).scalars().all()]
-        if not ids:
-            return []
-        rows = conn.execute(
-            update(_D)
-            .where(_D.c.id.in_(ids), _due(now))
-            .values(
-                status="sending",
-                attempts=_D.c.attempts + 1,
-                lease_until=now + lease,
-                updated_at=now,
-            )
-            .returning(*_D.c)
-        ).all()
+        return claim_on(conn, now, limit, lease)
+
+
+def claim_on(
+    conn: Connection, now: datetime, limit: int, lease: timedelta
+) -> list[DeliveryRow]:
+    """:func:`claim` on the caller's transaction (the sender records the previous batch,
+    claims the next and runs its send-time checks in one)."""
+    stmt = select(_D.c.id).where(_due(now)).order_by(_D.c.next_attempt_at, _D.c.id).limit(limit)
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    ids = [int(i) for i in conn.execute(stmt).scalars().all()]
+    if not ids:
+        return []
+    rows = conn.execute(
+        update(_D)
+        .where(_D.c.id.in_(ids), _due(now))
+        .values(
+            status="sending",
+            attempts=_D.c.attempts + 1,
+            lease_until=now + lease,
+            updated_at=now,
+        )
+        .returning(*_D.c)
+    ).all()
     return sorted((_row(r) for r in rows), key=lambda d: (d.next_attempt_at or now, d.id))
 
 
@@ -227,6 +238,14 @@ def finish_many(engine: Engine, outcomes: Sequence[Outcome], now: datetime) -> l
     claim's attempt number (``False``: another sender claimed it since, nothing written)."""
     if not outcomes:
         return []
+    with engine.begin() as conn:
+        return finish_many_on(conn, outcomes, now)
+
+
+def finish_many_on(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> list[bool]:
+    """:func:`finish_many` on the caller's transaction."""
+    if not outcomes:
+        return []
     params = [
         {
             "b_id": o.delivery.id,
@@ -241,21 +260,20 @@ def finish_many(engine: Engine, outcomes: Sequence[Outcome], now: datetime) -> l
         }
         for o in outcomes
     ]
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            return _finish_pg(conn, outcomes, params, now)
-        done = conn.execute(_FINISH, params).rowcount
-        if done == len(outcomes) and conn.dialect.supports_sane_multi_rowcount:
-            return [True] * len(outcomes)
-        # Some were claimed again by another sender (or the driver cannot count): look.
-        rows = {
-            int(r.id): r
-            for r in conn.execute(
-                select(_D.c.id, _D.c.status, _D.c.attempts, _D.c.updated_at).where(
-                    _D.c.id.in_([o.delivery.id for o in outcomes])
-                )
+    if conn.dialect.name == "postgresql":
+        return _finish_pg(conn, outcomes, params, now)
+    done = conn.execute(_FINISH, params).rowcount
+    if done == len(outcomes) and conn.dialect.supports_sane_multi_rowcount:
+        return [True] * len(outcomes)
+    # Some were claimed again by another sender (or the driver cannot count): look.
+    rows = {
+        int(r.id): r
+        for r in conn.execute(
+            select(_D.c.id, _D.c.status, _D.c.attempts, _D.c.updated_at).where(
+                _D.c.id.in_([o.delivery.id for o in outcomes])
             )
-        }
+        )
+    }
     out = []
     for o in outcomes:
         r = rows.get(o.delivery.id)
@@ -416,12 +434,17 @@ def cancel_deliveries(conn: Connection, ids: Sequence[int], now: datetime, reaso
 def next_due(engine: Engine) -> datetime | None:
     """When the next pending delivery (or expiring lease) is due."""
     with engine.connect() as conn:
-        pending = conn.execute(
-            select(func.min(_D.c.next_attempt_at)).where(_QUEUED, _D.c.status == "pending")
-        ).scalar()
-        leased = conn.execute(
-            select(func.min(_D.c.lease_until)).where(_QUEUED, _D.c.status == "sending")
-        ).scalar()
+        return next_due_on(conn)
+
+
+def next_due_on(conn: Connection) -> datetime | None:
+    """:func:`next_due` on the caller's connection."""
+    pending = conn.execute(
+        select(func.min(_D.c.next_attempt_at)).where(_QUEUED, _D.c.status == "pending")
+    ).scalar()
+    leased = conn.execute(
+        select(func.min(_D.c.lease_until)).where(_QUEUED, _D.c.status == "sending")
+    ).scalar()
     found = [t for t in (pending, leased) if t is not None]
     return min(found) if found else None
 

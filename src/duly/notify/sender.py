@@ -43,7 +43,15 @@ from duly.notify.channels import (
     SendResult,
     WebhookChannel,
 )
-from duly.notify.deliveries import DeliveryRow, Outcome, claim, finish_many
+from duly.notify.deliveries import (
+    DeliveryRow,
+    Outcome,
+    claim_on,
+    finish_many,
+    finish_many_on,
+    next_due,
+    next_due_on,
+)
 from duly.notify.recipients import CustomerContact, OpsDirectory, customer_contacts
 from duly.notify.templates import ALL_PARTS, CHANNEL_PARTS, TemplateError, Templates
 
@@ -175,6 +183,26 @@ class _Address:
     timezone: str
 
 
+#: At most this many claim-send-record cycles in one :meth:`DeliverySender.send_due_async`
+#: step (so a loop being stopped finishes its pass soon).
+CYCLES_PER_STEP = 20
+
+
+@dataclass(slots=True)
+class _Cycle:
+    """What one transaction of the sender did: recorded the previous batch's outcomes
+    (``recorded``: still that claim's, per outcome), claimed ``batch``, settled some of it
+    (``outcomes``: cancelled by a guard, no address) and left ``work`` to send; ``next_due``
+    is read when nothing was claimed (the loop sleeps until then)."""
+
+    recorded: list[bool]
+    batch: list[DeliveryRow]
+    outcomes: dict[int, Outcome]
+    work: list[tuple[DeliveryRow, _Address]]
+    now: datetime
+    next_due: datetime | None = None
+
+
 class DeliverySender:
     """Claims due deliveries and sends them, ``settings.concurrency`` at a time.
 
@@ -212,6 +240,8 @@ class DeliverySender:
         #: Test hook: called after a send and before its outcome is recorded.
         self.after_send = after_send
         self._pool: ThreadPoolExecutor | None = None
+        #: ``(next due,)`` from the last step's final transaction, for :meth:`next_due`.
+        self._next_due: tuple[datetime | None] | None = None
 
     def close(self) -> None:
         """Release the sending threads."""
@@ -219,90 +249,136 @@ class DeliverySender:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def _claim(self, limit: int | None) -> list[DeliveryRow]:
+    def _cycle(self, done: Sequence[Outcome], limit: int, *, due: bool = False) -> _Cycle:
+        """One transaction: record ``done`` (the previous batch's outcomes), claim up to
+        ``limit`` due deliveries, run their send-time checks and read their addresses
+        (``due``: if none was claimed, also read when the next one is due)."""
         s = self.settings
-        return claim(
-            self.engine, self.clock.now(), limit or s.batch, timedelta(seconds=s.lease_seconds)
-        )
+        with self.engine.begin() as conn:
+            now = self.clock.now()
+            recorded = finish_many_on(conn, done, now) if done else []
+            batch = claim_on(conn, now, limit, timedelta(seconds=s.lease_seconds)) if limit else []
+            if not batch:
+                return _Cycle(recorded, [], {}, [], now, next_due_on(conn) if due else None)
+            outcomes, work = self._prepare_on(conn, batch, now)
+        return _Cycle(recorded, batch, outcomes, work, now)
 
     def send_due(self, limit: int | None = None) -> int:
         """Claim and send one batch of due deliveries; returns how many were claimed.
 
-        One transaction claims the batch, one runs the guards and reads the addresses, the
-        sends run on ``concurrency`` threads, and one transaction records every outcome.
+        One transaction claims the batch, runs the send-time checks and reads the
+        addresses, the sends run on ``concurrency`` threads, and one transaction records
+        every outcome.
         """
-        batch = self._claim(limit)
-        if batch:
-            self._send_batch(batch)
-        return len(batch)
+        cycle = self._cycle((), limit or self.settings.batch)
+        if cycle.batch:
+            self._send_batch(cycle)
+        return len(cycle.batch)
 
     async def send_due_async(self, limit: int | None = None) -> int:
-        """:meth:`send_due` for the event loop: claim, guards and record on a thread; the
-        sends from the loop, ``concurrency`` in flight; returns how many were claimed."""
-        batch = await asyncio.to_thread(self._claim, limit)
-        if not batch:
-            return 0
-        outcomes, work = await asyncio.to_thread(self._prepare, batch)
-        gate = asyncio.Semaphore(self.settings.concurrency)
+        """:meth:`send_due` for the event loop, in cycles: the SQL on a thread, the sends
+        from the loop with ``concurrency`` in flight; returns how many were claimed.
 
-        async def one(delivery: DeliveryRow, target: _Address) -> Outcome:
-            async with gate:
-                return await self._asend(delivery, target)
+        Each cycle is one transaction that records the previous batch's outcomes and claims
+        (and checks) the next batch, so a sender keeping up with its queue pays one
+        transaction per batch. The step ends when a claim finds nothing due (that
+        transaction also reads when the next delivery is due: :meth:`next_due`), after a
+        full batch, or after :data:`CYCLES_PER_STEP` cycles; the last outcomes are always
+        recorded before it returns.
+        """
+        limit = limit or self.settings.batch
+        self._next_due = None
+        done: list[Outcome] = []
+        claimed = 0
+        cycles = 0
+        while True:
+            more = limit if cycles < CYCLES_PER_STEP and claimed < limit else 0
+            try:
+                cycle = await asyncio.to_thread(self._cycle, done, more, due=bool(more))
+            except Exception:
+                if done:  # the claim failed: the outcomes are still recorded on their own
+                    await asyncio.to_thread(self._record, done)
+                raise
+            self._recorded(done, cycle.recorded, cycle.now)
+            if not cycle.batch:
+                if more:
+                    self._next_due = (cycle.next_due,)
+                return claimed
+            cycles += 1
+            claimed += len(cycle.batch)
+            done = await self._send_async(cycle)
 
-        for outcome in await asyncio.gather(*(one(d, t) for d, t in work)):
-            outcomes[outcome.delivery.id] = outcome
-        ordered = [outcomes[d.id] for d in batch]
-        await asyncio.to_thread(self._record, ordered)
-        return len(batch)
+    def next_due(self) -> datetime | None:
+        """When the next delivery is due: read by the last step's final transaction if it
+        claimed nothing more, else from the store."""
+        found, self._next_due = self._next_due, None
+        if found is not None:
+            return found[0]
+        return next_due(self.engine)
+
+    async def _send_async(self, cycle: _Cycle) -> list[Outcome]:
+        outcomes = cycle.outcomes
+        if cycle.work:
+            gate = asyncio.Semaphore(self.settings.concurrency)
+
+            async def one(delivery: DeliveryRow, target: _Address) -> Outcome:
+                async with gate:
+                    return await self._asend(delivery, target)
+
+            for outcome in await asyncio.gather(*(one(d, t) for d, t in cycle.work)):
+                outcomes[outcome.delivery.id] = outcome
+        return [outcomes[d.id] for d in cycle.batch]
 
     def deliver(self, delivery: DeliveryRow) -> str:
         """Send one claimed delivery and record the outcome; returns the new status."""
-        return self._send_batch([delivery])[0].status
-
-    def _prepare(
-        self, batch: list[DeliveryRow]
-    ) -> tuple[dict[int, Outcome], list[tuple[DeliveryRow, _Address]]]:
-        """Guards and addresses, in one transaction: what is settled now, and what to send."""
-        outcomes: dict[int, Outcome] = {}
-        work: list[tuple[DeliveryRow, _Address]] = []
         with self.engine.begin() as conn:
             now = self.clock.now()
-            contacts = customer_contacts(
-                conn,
-                {int(d.recipient_ref.split(":", 1)[1]) for d in batch
-                 if d.recipient_ref.startswith("customer:")},
-            )  # fmt: skip
-            stopped: dict[int, str] = {}
-            by_source: dict[str, list[DeliveryRow]] = {}
-            for d in batch:
-                by_source.setdefault(d.source, []).append(d)
-            for source, rows in by_source.items():
-                batch_guard = self.batch_guards.get(source)
-                if batch_guard is not None:
-                    stopped.update(batch_guard(conn, rows, now))
-                    continue
-                guard = self.guards.get(source)
-                if guard is None:
-                    continue
-                for d in rows:
-                    reason = guard(conn, d, now)
-                    if reason is not None:
-                        stopped[d.id] = reason
-            for d in batch:
-                reason = stopped.get(d.id)
+            outcomes, work = self._prepare_on(conn, [delivery], now)
+        cycle = _Cycle([], [delivery], outcomes, work, now)
+        return self._send_batch(cycle)[0].status
+
+    def _prepare_on(
+        self, conn: Connection, batch: list[DeliveryRow], now: datetime
+    ) -> tuple[dict[int, Outcome], list[tuple[DeliveryRow, _Address]]]:
+        """Guards and addresses on ``conn``: what is settled now, and what to send."""
+        outcomes: dict[int, Outcome] = {}
+        work: list[tuple[DeliveryRow, _Address]] = []
+        contacts = customer_contacts(
+            conn,
+            {int(d.recipient_ref.split(":", 1)[1]) for d in batch
+             if d.recipient_ref.startswith("customer:")},
+        )  # fmt: skip
+        stopped: dict[int, str] = {}
+        by_source: dict[str, list[DeliveryRow]] = {}
+        for d in batch:
+            by_source.setdefault(d.source, []).append(d)
+        for source, rows in by_source.items():
+            batch_guard = self.batch_guards.get(source)
+            if batch_guard is not None:
+                stopped.update(batch_guard(conn, rows, now))
+                continue
+            guard = self.guards.get(source)
+            if guard is None:
+                continue
+            for d in rows:
+                reason = guard(conn, d, now)
                 if reason is not None:
-                    outcomes[d.id] = Outcome(d, "cancelled", error=reason)
-                    continue
-                target = self._address(d, contacts)
-                if target.address is None:
-                    outcomes[d.id] = Outcome(d, "failed", code="NO_RECIPIENT",
-                                             error="no address on this channel (or no longer configured)")  # fmt: skip
-                    continue
-                work.append((d, target))
+                    stopped[d.id] = reason
+        for d in batch:
+            reason = stopped.get(d.id)
+            if reason is not None:
+                outcomes[d.id] = Outcome(d, "cancelled", error=reason)
+                continue
+            target = self._address(d, contacts)
+            if target.address is None:
+                outcomes[d.id] = Outcome(d, "failed", code="NO_RECIPIENT",
+                                         error="no address on this channel (or no longer configured)")  # fmt: skip
+                continue
+            work.append((d, target))
         return outcomes, work
 
-    def _send_batch(self, batch: list[DeliveryRow]) -> list[Outcome]:
-        outcomes, work = self._prepare(batch)
+    def _send_batch(self, cycle: _Cycle) -> list[Outcome]:
+        outcomes, work, batch = cycle.outcomes, cycle.work, cycle.batch
         if self.settings.concurrency == 1 or len(work) <= 1:
             results = [self._send(d, t) for d, t in work]
         else:
@@ -408,7 +484,10 @@ class DeliverySender:
 
     def _record(self, outcomes: list[Outcome]) -> None:
         now = self.clock.now()
-        recorded = finish_many(self.engine, outcomes, now)
+        self._recorded(outcomes, finish_many(self.engine, outcomes, now), now)
+
+    def _recorded(self, outcomes: Sequence[Outcome], recorded: list[bool], now: datetime) -> None:
+        """Metrics, alerts and log lines for outcomes just recorded at ``now``."""
         for outcome, done in zip(outcomes, recorded, strict=True):
             d = outcome.delivery
             if done:

@@ -23,7 +23,6 @@ from duly.engine.services.base import Env
 from duly.engine.store.sql import SqlStore
 from duly.notify.ahttp import AsyncHttp
 from duly.notify.alerting import AlertDispatcher
-from duly.notify.deliveries import next_due
 from duly.notify.sender import ChannelSet, DeliverySender, ops_directory
 from duly.notify.service import LoopService, NotifyRunner
 from duly.notify.templates import Templates
@@ -84,7 +83,7 @@ class Notifications:
         senders = [
             LoopService(env, f"notify-sender-{lane + 1}", self.sender.send_due_async,
                         interval=d.poll_seconds, batch=d.batch,
-                        next_due=lambda: next_due(self.store.engine))
+                        next_due=self.sender.next_due)
             for lane in range(SENDER_LANES)
         ]  # fmt: skip
         relay = LoopService(env, "outbox-relay", self.relay.pump, interval=d.poll_seconds,
