@@ -110,6 +110,9 @@ class Templates:
         self._rendered: OrderedDict[tuple[Any, ...], Rendered] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        #: The environment's globals, copied once: each rendering's variables are these,
+        #: the context and the helpers in one dict, shared by the parts it renders.
+        self._globals = dict(self.env.globals)
 
     def _candidates(self, locale: str) -> list[str]:
         locale = locale.replace("_", "-")
@@ -196,19 +199,19 @@ class Templates:
             "account": lambda account_id: mask_account(str(account_id)),
             "tzname": timezone,
         }
-        data = {**context, **helpers}
+        data = {**self._globals, **context, **helpers}
         try:
-            subject = " ".join(compiled.subject.render(data).split())
-            text = compiled.text.render(data).strip() + "\n" if "text" in parts else ""
+            subject = " ".join(_render(compiled.subject, data).split())
+            text = _render(compiled.text, data).strip() + "\n" if "text" in parts else ""
             html = (
-                compiled.html.render(data)
+                _render(compiled.html, data)
                 if compiled.html is not None and "html" in parts
                 else None
             )
             if "short" not in parts:
                 short = ""
             elif compiled.short is not None:
-                short = " ".join(compiled.short.render(data).split())
+                short = " ".join(_render(compiled.short, data).split())
             else:
                 short = subject
         except jinja2.TemplateError as exc:
@@ -220,6 +223,14 @@ class Templates:
                 if len(self._rendered) > self._cache_size:
                     self._rendered.popitem(last=False)
         return rendered
+
+
+def _render(template: jinja2.Template, data: dict[str, Any]) -> str:
+    """``template.render(data)`` where ``data`` already holds the globals: the context is
+    made on ``data`` itself (``shared``) instead of merging the globals into a copy per
+    part (Jinja's merge iterates a ``ChainMap``: a tenth of a reminder's CPU in a
+    profile). Templates only read their variables, so ``data`` is not changed."""
+    return "".join(template.root_render_func(template.new_context(data, shared=True)))
 
 
 def _money(value: Any, currency: str, locale: str) -> str:
