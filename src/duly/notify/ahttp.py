@@ -96,6 +96,7 @@ class AsyncHttp:
         self.user_agent = user_agent
         self._idle: dict[_Origin, list[_Conn]] = {}
         self._limits: dict[_Origin, asyncio.Semaphore] = {}
+        self._targets: dict[tuple[str, str], tuple[_Origin, str]] = {}
         self._closed = False
 
     async def post_json(
@@ -118,25 +119,8 @@ class AsyncHttp:
         """Send one request and read its response."""
         if self._closed:
             raise HttpError("client closed")
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise HttpError(f"unsupported URL scheme {scheme!r}")
-        try:
-            port = parts.port or (443 if scheme == "https" else 80)
-        except ValueError:
-            raise HttpError("invalid port") from None
-        origin = _Origin(scheme, parts.hostname, port)
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        default_port = port == (443 if scheme == "https" else 80)
-        host = parts.hostname if default_port else f"{parts.hostname}:{port}"
-        if ":" in parts.hostname:  # IPv6 literal
-            host = f"[{parts.hostname}]" if default_port else f"[{parts.hostname}]:{port}"
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}",
-                 f"User-Agent: {self.user_agent}", "Accept: */*",
-                 f"Content-Length: {len(payload)}"]  # fmt: skip
+        origin, head = self._target(method, url)
+        lines = [head, f"Content-Length: {len(payload)}"]
         if content_type:
             lines.append(f"Content-Type: {content_type}")
         for name, value in (headers or {}).items():
@@ -171,6 +155,35 @@ class AsyncHttp:
                 ssl_module.SSLError) as exc:  # fmt: skip
             raise HttpError(type(exc).__name__) from None
         raise HttpError("no response")  # pragma: no cover (the loop returns or raises)
+
+    def _target(self, method: str, url: str) -> tuple[_Origin, str]:
+        """The origin of ``url`` and the request's first header lines (request line, Host,
+        User-Agent, Accept), parsed once per (method, URL): a channel posts to one URL."""
+        found = self._targets.get((method, url))
+        if found is not None:
+            return found
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise HttpError(f"unsupported URL scheme {scheme!r}")
+        try:
+            port = parts.port or (443 if scheme == "https" else 80)
+        except ValueError:
+            raise HttpError("invalid port") from None
+        origin = _Origin(scheme, parts.hostname, port)
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        default_port = port == (443 if scheme == "https" else 80)
+        host = parts.hostname if default_port else f"{parts.hostname}:{port}"
+        if ":" in parts.hostname:  # IPv6 literal
+            host = f"[{parts.hostname}]" if default_port else f"[{parts.hostname}]:{port}"
+        head = "\r\n".join([f"{method} {target} HTTP/1.1", f"Host: {host}",
+                             f"User-Agent: {self.user_agent}", "Accept: */*"])  # fmt: skip
+        if len(self._targets) >= 256:
+            self._targets.clear()
+        self._targets[(method, url)] = origin, head
+        return origin, head
 
     async def _connection(self, origin: _Origin) -> tuple[_Conn, bool]:
         idle = self._idle.get(origin)

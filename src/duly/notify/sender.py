@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 import structlog
@@ -488,13 +489,21 @@ class DeliverySender:
 
     def _recorded(self, outcomes: Sequence[Outcome], recorded: list[bool], now: datetime) -> None:
         """Metrics, alerts and log lines for outcomes just recorded at ``now``."""
+        counts: dict[tuple[str, str], int] = {}
+        lateness: dict[str, Any] = {}
         for outcome, done in zip(outcomes, recorded, strict=True):
             d = outcome.delivery
             if done:
-                metrics.DELIVERIES.labels(channel=d.channel, status=outcome.status).inc()
+                key = (d.channel, outcome.status)
+                counts[key] = counts.get(key, 0) + 1
                 if outcome.status == "sent" and d.next_attempt_at is not None:
                     late = (now - d.next_attempt_at).total_seconds()
-                    metrics.DELIVERY_LATENESS.labels(source=d.source).observe(max(late, 0.0))
+                    histogram = lateness.get(d.source)
+                    if histogram is None:
+                        histogram = lateness[d.source] = metrics.DELIVERY_LATENESS.labels(
+                            source=d.source
+                        )
+                    histogram.observe(max(late, 0.0))
             if outcome.alert:
                 self._alert(d, outcome.code or "", outcome.error or "")
             if outcome.status != "sent" or not done:
@@ -504,6 +513,8 @@ class DeliverySender:
             else:
                 log.debug("delivery.sent", delivery_id=d.id, channel=d.channel,
                           template=d.template, recipient=d.recipient_masked, attempt=d.attempts)  # fmt: skip
+        for (channel, status), n in counts.items():
+            metrics.DELIVERIES.labels(channel=channel, status=status).inc(n)
 
     def _alert(self, delivery: DeliveryRow, code: str, error: str) -> None:
         if self.alerts is None:
