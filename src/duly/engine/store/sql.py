@@ -67,6 +67,7 @@ from duly.engine.store.base import (
     iter_chunks,
 )
 from duly.engine.store.schema import alerts, job_executions, nodes, runs, schedules
+from duly.engine.store.types import UTCDateTime
 
 __all__ = ["SqlEffects", "SqlStore", "create_db_engine"]
 
@@ -313,6 +314,61 @@ _PG_COMPLETE_ATTEMPTS = (
 )
 
 
+# PostgreSQL: fenced outcomes without job effects in one statement (one round trip, run
+# in autocommit): the attempt rows are updated only for the runs whose lease held.
+_PG_COMPLETE_FENCED = (
+    "WITH v AS (SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS integer[]),"
+    " CAST(:attempts AS integer[]), CAST(:statuses AS text[]), CAST(:results AS text[]),"
+    " CAST(:codes AS text[]), CAST(:messages AS text[]), CAST(:finished AS timestamptz[]),"
+    " CAST(:not_before AS timestamptz[]), CAST(:now AS timestamptz[]),"
+    " CAST(:attempt_statuses AS text[]), CAST(:ms AS integer[]))"
+    " AS v(id, token, attempt, status, result, error_code, error_message, finished_at,"
+    " not_before, now, attempt_status, ms)),"
+    " done AS (UPDATE runs AS r SET status = v.status, result = CAST(v.result AS json),"
+    " error_code = v.error_code, error_message = v.error_message,"
+    " finished_at = v.finished_at, not_before = v.not_before, lease_owner = NULL,"
+    " lease_expires_at = NULL, updated_at = v.now"
+    " FROM v WHERE r.id = v.id AND r.fencing_token = v.token AND r.status = 'running'"
+    " RETURNING r.id),"
+    " attempts AS (UPDATE job_executions AS e SET status = v.attempt_status,"
+    " completed_at = v.now, error_code = v.error_code, error_message = v.error_message,"
+    " execution_time_ms = v.ms FROM v JOIN done ON done.id = v.id"
+    " WHERE e.job_id = v.id AND e.attempt = v.attempt)"
+    " SELECT id FROM done"
+)
+
+# PostgreSQL: take the leases and add the attempt records in one statement. The columns
+# are those of RunRow, in its order (see _pg_run).
+_PG_TAKE_LEASES = (
+    "WITH taken AS (UPDATE runs SET status = 'running', attempt = attempt + 1,"
+    " fencing_token = fencing_token + 1, lease_owner = :node, lease_expires_at = :expires,"
+    " started_at = coalesce(started_at, :now), updated_at = :now"
+    # No status guard: the rows were selected claimable FOR UPDATE by this transaction, so
+    # they still are; and a guard on status leads the planner to the partial indexes of
+    # claimable runs (thousands of entries) instead of the primary key.
+    " WHERE id = ANY(CAST(:ids AS bigint[]))"
+    f" RETURNING {', '.join(_RUN_FIELDS)}),"
+    " attempts AS (INSERT INTO job_executions"
+    " (job_id, job_name, attempt, fencing_token, node, started_at, status)"
+    " SELECT id, job_name, attempt, fencing_token, :node, :now, 'running' FROM taken)"
+    f" SELECT {', '.join(_RUN_FIELDS)} FROM taken"
+)
+_RUN_TIMES = tuple(
+    i for i, name in enumerate(_RUN_FIELDS) if isinstance(runs.c[name].type, UTCDateTime)
+)
+_RUN_STATUS = _RUN_FIELDS.index("status")
+
+
+def _pg_run(row: Sequence[Any]) -> RunRow:
+    """A :class:`RunRow` from a row of :data:`_PG_TAKE_LEASES` (psycopg loads json itself)."""
+    values = list(row)
+    for i in _RUN_TIMES:
+        if values[i] is not None:
+            values[i] = values[i].astimezone(UTC)
+    values[_RUN_STATUS] = RunStatus(values[_RUN_STATUS])
+    return RunRow(*values)
+
+
 def _pg_complete_params(batch: Sequence[CompleteParams]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The array parameters of :data:`_PG_COMPLETE_RUNS` and :data:`_PG_COMPLETE_ATTEMPTS`."""
     run_rows = [_complete_run_params(p) for p in batch]
@@ -337,6 +393,18 @@ def _pg_complete_params(batch: Sequence[CompleteParams]) -> tuple[dict[str, Any]
         "ms": [a["b_ms"] for a in attempt_rows],
     }
     return runs_params, attempts_params
+
+
+def _pg_fenced_params(batch: Sequence[CompleteParams]) -> dict[str, Any]:
+    """The array parameters of :data:`_PG_COMPLETE_FENCED`."""
+    runs_params, attempts_params = _pg_complete_params(batch)
+    return {
+        **runs_params,
+        "tokens": [p.fencing_token for p in batch],
+        "attempts": attempts_params["attempts"],
+        "attempt_statuses": attempts_params["statuses"],
+        "ms": attempts_params["ms"],
+    }
 
 
 def _complete_run_params(p: CompleteParams) -> dict[str, Any]:
@@ -415,6 +483,8 @@ class SqlStore:
         )
         self.dialect = self.engine.dialect.name
         self.is_postgres = self.dialect == "postgresql"
+        #: The same pool, for single statements that need no transaction around them.
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._subscribers: list[Callable[[str], None]] = []
         self._sub_lock = threading.Lock()
 
@@ -787,6 +857,12 @@ class SqlStore:
         self, conn: Connection, ids: list[int], params: ClaimParams
     ) -> list[ClaimedRun]:
         expires = params.now + timedelta(seconds=params.lease_seconds)
+        order = {run_id: i for i, run_id in enumerate(ids)}
+        if self.is_postgres:
+            taken = pg_execute(conn, _PG_TAKE_LEASES, {
+                "ids": ids, "node": params.node, "expires": expires, "now": params.now,
+            }).all()  # fmt: skip
+            return [ClaimedRun(r) for r in sorted(map(_pg_run, taken), key=lambda r: order[r.id])]
         rows = conn.execute(
             update(runs)
             .where(any_of(runs.c.id, ids, postgres=self.is_postgres), runs.c.status.in_(_CLAIMABLE))
@@ -801,7 +877,6 @@ class SqlStore:
             )
             .returning(*runs.c)
         ).all()
-        order = {run_id: i for i, run_id in enumerate(ids)}
         claimed = sorted((_run(r) for r in rows), key=lambda r: order[r.id])
         if not claimed:
             return []
@@ -818,7 +893,7 @@ class SqlStore:
                     literal(params.node, job_executions.c.node.type),
                     literal(params.now, job_executions.c.started_at.type),
                     literal(RunStatus.RUNNING.value, job_executions.c.status.type),
-                ).where(any_of(runs.c.id, taken, postgres=self.is_postgres)),
+                ).where(runs.c.id.in_(taken)),
             )
         )
         return [ClaimedRun(r) for r in claimed]
@@ -853,7 +928,13 @@ class SqlStore:
         """
         if not batch:
             return []
-        with self._write(_channels_of(batch)) as conn:
+        channels = _channels_of(batch)
+        if self.is_postgres and not channels:
+            # One fenced statement: atomic on its own, so no transaction around it.
+            with self._autocommit.connect() as conn:
+                held = set(pg_execute(conn, _PG_COMPLETE_FENCED, _pg_fenced_params(batch)).scalars())
+            return [p.run_id in held for p in batch]
+        with self._write(channels) as conn:
             return self._complete_many_on(conn, batch, all_or_nothing=False)
 
     def run_complete_batch(self, batch: Sequence[CompleteParams], effects: SqlEffects) -> list[bool]:
