@@ -184,6 +184,10 @@ class _Address:
     timezone: str
 
 
+#: A sender keeping up with its queue claims at most once per this many seconds (see
+#: :meth:`DeliverySender.next_due`): each batch then carries what came due meanwhile.
+MIN_CYCLE_SECONDS = 0.05
+
 #: At most this many claim-send-record cycles in one :meth:`DeliverySender.send_due_async`
 #: step (so a loop being stopped finishes its pass soon).
 CYCLES_PER_STEP = 20
@@ -227,6 +231,7 @@ class DeliverySender:
         batch_guards: dict[str, BatchGuard] | None = None,
         default_locale: str = "en",
         after_send: Callable[[DeliveryRow], None] | None = None,
+        min_cycle_seconds: float = MIN_CYCLE_SECONDS,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -243,6 +248,10 @@ class DeliverySender:
         self._pool: ThreadPoolExecutor | None = None
         #: ``(next due,)`` from the last step's final transaction, for :meth:`next_due`.
         self._next_due: tuple[datetime | None] | None = None
+        #: The last claim of :meth:`send_due_async` that took something, and the least time
+        #: from one to the next claim of the loop (see :meth:`next_due`).
+        self._claimed_at: datetime | None = None
+        self.min_cycle_seconds = min_cycle_seconds
 
     def close(self) -> None:
         """Release the sending threads."""
@@ -281,53 +290,74 @@ class DeliverySender:
         from the loop with ``concurrency`` in flight; returns how many were claimed.
 
         Each cycle is one transaction that records the previous batch's outcomes and claims
-        (and checks) the next batch, so a sender keeping up with its queue pays one
-        transaction per batch. The step ends when a claim finds nothing due (that
-        transaction also reads when the next delivery is due: :meth:`next_due`), after a
-        full batch, or after :data:`CYCLES_PER_STEP` cycles; the last outcomes are always
-        recorded before it returns.
+        (and checks) the next batch: a sender working through a backlog pays one
+        transaction per full batch. The step ends, its last outcomes recorded, once a claim
+        comes back short of a full batch (the queue is caught up) or empty, or after
+        :data:`CYCLES_PER_STEP` cycles; the final transaction also reads when the next
+        delivery is due, which :meth:`next_due` gives the loop (no later than
+        ``min_cycle_seconds`` after this step's last claim).
         """
         limit = limit or self.settings.batch
         self._next_due = None
         done: list[Outcome] = []
         claimed = 0
         cycles = 0
+        full = True
         while True:
-            more = limit if cycles < CYCLES_PER_STEP and claimed < limit else 0
+            more = limit if full and cycles < CYCLES_PER_STEP else 0
             try:
-                cycle = await asyncio.to_thread(self._cycle, done, more, due=bool(more))
+                cycle = await asyncio.to_thread(
+                    self._cycle, done, more, due=more > 0 or not full
+                )
             except Exception:
                 if done:  # the claim failed: the outcomes are still recorded on their own
                     await asyncio.to_thread(self._record, done)
                 raise
             self._recorded(done, cycle.recorded, cycle.now)
             if not cycle.batch:
-                if more:
+                if more or not full:
                     self._next_due = (cycle.next_due,)
                 return claimed
+            self._claimed_at = cycle.now
             cycles += 1
             claimed += len(cycle.batch)
+            full = len(cycle.batch) >= limit
             done = await self._send_async(cycle)
 
     def next_due(self) -> datetime | None:
-        """When the next delivery is due: read by the last step's final transaction if it
-        claimed nothing more, else from the store."""
+        """When the loop should claim again: when the next delivery is due (read by the last
+        step's final transaction, else from the store), but not sooner than
+        ``min_cycle_seconds`` after the last claim.
+
+        A sender that keeps up with its queue would otherwise claim again as soon as a
+        batch is sent, a few deliveries at a time, and spend most of its CPU on the
+        per-batch work (transactions, threads, tasks): pacing its claims makes each batch
+        carry what came due meanwhile, for at most ``min_cycle_seconds`` of added delay.
+        """
         found, self._next_due = self._next_due, None
-        if found is not None:
-            return found[0]
-        return next_due(self.engine)
+        due = found[0] if found is not None else next_due(self.engine)
+        if due is not None and self._claimed_at is not None and self.min_cycle_seconds > 0:
+            earliest = self._claimed_at + timedelta(seconds=self.min_cycle_seconds)
+            if due < earliest:
+                return earliest
+        return due
 
     async def _send_async(self, cycle: _Cycle) -> list[Outcome]:
+        """Send ``cycle.work`` with ``concurrency`` in flight: that many tasks each take the
+        next delivery when done with one (not a task and a semaphore wait per delivery)."""
         outcomes = cycle.outcomes
-        if cycle.work:
-            gate = asyncio.Semaphore(self.settings.concurrency)
+        work = iter(cycle.work)
 
-            async def one(delivery: DeliveryRow, target: _Address) -> Outcome:
-                async with gate:
-                    return await self._asend(delivery, target)
-
-            for outcome in await asyncio.gather(*(one(d, t) for d, t in cycle.work)):
+        async def lane() -> None:
+            for delivery, target in work:
+                outcome = await self._asend(delivery, target)
                 outcomes[outcome.delivery.id] = outcome
+
+        lanes = min(self.settings.concurrency, len(cycle.work))
+        if lanes == 1:
+            await lane()
+        elif lanes:
+            await asyncio.gather(*(lane() for _ in range(lanes)))
         return [outcomes[d.id] for d in cycle.batch]
 
     def deliver(self, delivery: DeliveryRow) -> str:
@@ -404,6 +434,7 @@ class DeliverySender:
                 locale=target.locale,
                 timezone=target.timezone,
                 parts=CHANNEL_PARTS.get(delivery.channel, ALL_PARTS),
+                cache=not delivery.recipient_ref.startswith("customer:"),
             )
         except TemplateError as exc:
             return Outcome(delivery, "failed", code="TEMPLATE", error=str(exc), alert=True)

@@ -168,20 +168,25 @@ class Templates:
         locale: str,
         timezone: str = "UTC",
         parts: frozenset[str] = ALL_PARTS,
+        cache: bool = True,
     ) -> Rendered:
         """Render ``name`` for ``locale`` with dates in ``timezone``.
 
         ``parts``: which of subject, text, html and short to render (the others come back
         empty: ``""`` or ``None``; :data:`CHANNEL_PARTS` says what each channel shows).
 
+        ``cache``: keep (and look up) the rendering; the sender asks it only for messages
+        that several routes receive with the same context (operations alerts) — a
+        customer's context is theirs alone, so its key would cost without ever matching.
+
         :raises TemplateError: unknown template or a rendering error (a missing field).
         """
-        try:
-            key: tuple[Any, ...] | None = (
-                name, locale, timezone, parts, json.dumps(context, sort_keys=True),
-            )  # fmt: skip
-        except (TypeError, ValueError):
-            key = None  # not JSON (a datetime in a test's context): not cached
+        key: tuple[Any, ...] | None = None
+        if cache:
+            try:
+                key = (name, locale, timezone, parts, json.dumps(context, sort_keys=True))
+            except (TypeError, ValueError):
+                key = None  # not JSON (a datetime in a test's context): not cached
         if key is not None:
             with self._lock:
                 found = self._rendered.get(key)
