@@ -186,7 +186,7 @@ class _Address:
 
 #: A sender keeping up with its queue claims at most once per this many seconds (see
 #: :meth:`DeliverySender.next_due`): each batch then carries what came due meanwhile.
-MIN_CYCLE_SECONDS = 0.05
+MIN_CYCLE_SECONDS = 0.1
 
 #: At most this many claim-send-record cycles in one :meth:`DeliverySender.send_due_async`
 #: step (so a loop being stopped finishes its pass soon).
