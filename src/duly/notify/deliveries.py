@@ -206,9 +206,7 @@ def claim(engine: Engine, now: datetime, limit: int, lease: timedelta) -> list[D
         return claim_on(conn, now, limit, lease)
 
 
-def claim_on(
-    conn: Connection, now: datetime, limit: int, lease: timedelta
-) -> list[DeliveryRow]:
+def claim_on(conn: Connection, now: datetime, limit: int, lease: timedelta) -> list[DeliveryRow]:
     """:func:`claim` on the caller's transaction (the sender records the previous batch,
     claims the next and runs its send-time checks in one)."""
     pick = _PICK_PG if conn.dialect.name == "postgresql" else _PICK

@@ -306,9 +306,7 @@ class DeliverySender:
         while True:
             more = limit if full and cycles < CYCLES_PER_STEP else 0
             try:
-                cycle = await asyncio.to_thread(
-                    self._cycle, done, more, due=more > 0 or not full
-                )
+                cycle = await asyncio.to_thread(self._cycle, done, more, due=more > 0 or not full)
             except Exception:
                 if done:  # the claim failed: the outcomes are still recorded on their own
                     await asyncio.to_thread(self._record, done)
