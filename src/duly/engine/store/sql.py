@@ -39,6 +39,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     select,
     text,
     update,
@@ -78,7 +79,7 @@ _CLAIMABLE = [s.value for s in CLAIMABLE]
 #: whose WHERE contains its predicate with the same literals (bound parameters do not
 #: count), and a PostgreSQL generic plan likewise. Without it, SQLite sorted every
 #: claimable run on each claim.
-_IS_CLAIMABLE = text("runs.status IN ('queued', 'retrying')")
+_IS_CLAIMABLE = runs.c.status.in_([literal_column("'queued'"), literal_column("'retrying'")])
 if set(_CLAIMABLE) != {"queued", "retrying"}:  # pragma: no cover - states and index moved apart
     raise RuntimeError("the claim filter must match ix_runs_claim's predicate")
 _ACTIVE = [s.value for s in ACTIVE]
