@@ -361,6 +361,31 @@ _PG_TAKE_LEASES = (
     " SELECT id, job_name, attempt, fencing_token, :node, :now, 'running' FROM taken)"
     f" SELECT {', '.join(_RUN_FIELDS)} FROM taken"
 )
+# PostgreSQL, the common case in one autocommit statement (one round trip): the first
+# ``limit`` claimable runs, taken only if none of them is of a limited job or has a serial
+# key (``ok``); otherwise nothing is taken and the claim goes the general way
+# (SqlStore._claim_candidates and _filter_by_limits, under advisory locks). One row is
+# always returned: ``ok`` and the run's columns (NULL when nothing was claimable). One
+# queue: the claim index then yields the runs in claim order (``queue = ANY(…)`` sorted
+# every claimable run).
+_PG_CLAIM_FAST = (
+    "WITH cand AS (SELECT id, job_name, serial_key FROM runs"
+    " WHERE runs.status IN ('queued', 'retrying') AND queue = :queue"
+    " AND not_before <= :now AND (CAST(:any_job AS boolean) OR job_name = ANY(CAST(:jobs AS text[])))"
+    " ORDER BY priority DESC, not_before, id LIMIT :limit FOR UPDATE SKIP LOCKED),"
+    " free AS (SELECT NOT EXISTS (SELECT 1 FROM cand WHERE serial_key IS NOT NULL"
+    " OR job_name = ANY(CAST(:limited AS text[]))) AS ok),"
+    " taken AS (UPDATE runs SET status = 'running', attempt = attempt + 1,"
+    " fencing_token = fencing_token + 1, lease_owner = :node, lease_expires_at = :expires,"
+    " started_at = coalesce(started_at, :now), updated_at = :now"
+    " FROM cand, free WHERE free.ok AND runs.id = cand.id"
+    f" RETURNING {', '.join(f'runs.{name}' for name in _RUN_FIELDS)}),"
+    " attempts AS (INSERT INTO job_executions"
+    " (job_id, job_name, attempt, fencing_token, node, started_at, status)"
+    " SELECT id, job_name, attempt, fencing_token, :node, :now, 'running' FROM taken)"
+    f" SELECT free.ok, {', '.join(f'taken.{name}' for name in _RUN_FIELDS)}"
+    " FROM free LEFT JOIN taken ON true"
+)
 _RUN_TIMES = tuple(
     i for i, name in enumerate(_RUN_FIELDS) if isinstance(runs.c[name].type, UTCDateTime)
 )
@@ -778,6 +803,10 @@ class SqlStore:
         """
         if params.limit <= 0:
             return []
+        if self.is_postgres and len(params.queues) == 1:
+            fast = self._claim_fast(params)
+            if fast is not None:
+                return fast
         with self._write() as conn:
             candidates = self._claim_candidates(conn, params)
             if not candidates:
@@ -786,6 +815,25 @@ class SqlStore:
             if not chosen:
                 return []
             return self._take_leases(conn, chosen, params)
+
+    def _claim_fast(self, params: ClaimParams) -> list[ClaimedRun] | None:
+        """PostgreSQL: claim in one statement; ``None`` if a limit or serial key is involved."""
+        with self._autocommit.connect() as conn:
+            rows = pg_execute(conn, _PG_CLAIM_FAST, {
+                "queue": params.queues[0],
+                "now": params.now,
+                "any_job": params.job_names is None,
+                "jobs": sorted(params.job_names or ()),
+                "limit": params.limit,
+                "limited": sorted(params.job_limits),
+                "node": params.node,
+                "expires": params.now + timedelta(seconds=params.lease_seconds),
+            }).all()  # fmt: skip
+        if not rows[0][0]:
+            return None
+        taken = [_pg_run(row[1:]) for row in rows if row[1] is not None]
+        taken.sort(key=lambda r: (-r.priority, r.not_before, r.id))
+        return [ClaimedRun(r) for r in taken]
 
     def _claim_candidates(self, conn: Connection, params: ClaimParams) -> list[Any]:
         conds = [
