@@ -10,7 +10,8 @@ Figures (medians of the repeats, printed, not asserted):
   this process, from ``--runs`` queued (claim batch, job in a thread, batched fenced
   completion with the attempt row);
 * run/s, 3 processes — the same drained by three ``duly worker`` processes (on SQLite,
-  from a tenth of ``--runs``: one writer for all processes is not a way to scale);
+  from a tenth of ``--runs``: one writer for all processes is not a way to scale), from
+  the first run's start to the last one's finish (not the processes' start-up);
 * lateness p50/p99/max — fire-to-start for 1,000 runs due evenly over 30 s on an
   otherwise idle node (the worker sleeps until the next due run);
 * RSS — the worker's resident memory before and after ``--rss-runs`` runs, in rounds.
@@ -163,8 +164,24 @@ def count_succeeded(store: SqlStore) -> int:
                    .scalar_one())
 
 
+def first_start_to_last_finish(store: SqlStore) -> float:
+    """Seconds from the first run's start to the last run's finish (the processes' own
+    start-up, a second or two of imports, is not the engine's throughput)."""
+    with store.engine.connect() as conn:
+        first, last = conn.execute(text(
+            "SELECT min(started_at), max(finished_at) FROM runs WHERE status = 'succeeded'"
+        )).one()  # fmt: skip
+
+    def instant(value: datetime | str) -> datetime:
+        at = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+    return (instant(last) - instant(first)).total_seconds()
+
+
 def drain_processes(store: SqlStore, url: str, n: int, processes: int) -> float:
-    """Runs per second for ``processes`` ``duly worker`` processes draining ``n`` queued runs."""
+    """Runs per second for ``processes`` ``duly worker`` processes draining ``n`` queued runs,
+    from the first run's start to the last one's finish."""
     queue_noops(store, n, CLOCK.now())
     env = {k: v for k, v in os.environ.items() if not k.startswith("DULY_")}
     env.update(DULY_DATABASE_URL=url, DULY_LOGGING__LEVEL="warning",
@@ -175,19 +192,17 @@ def drain_processes(store: SqlStore, url: str, n: int, processes: int) -> float:
                                   env={**env, "DULY_NODE_NAME": f"w{i}"}, cwd=cwd,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for i in range(processes)]
-        start = time.perf_counter()
         try:
             while count_succeeded(store) < n:
                 if any(p.poll() is not None for p in procs):
                     raise RuntimeError("a worker process died")
                 CLOCK.sleep_blocking(0.05)
-            elapsed = time.perf_counter() - start
         finally:
             for p in procs:
                 p.send_signal(signal.SIGTERM)
             for p in procs:
                 p.wait(timeout=60)
-    return n / elapsed
+    return n / first_start_to_last_finish(store)
 
 
 async def lateness(store: SqlStore, n: int = 1000, over: float = 30.0) -> tuple[float, float, float]:
@@ -258,6 +273,7 @@ def main() -> None:
           "lateness p50 / p99 / max | RSS before → after |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for kind in args.stores.split(","):
+        print(f"{kind}: load average {os.getloadavg()[0]:.2f} at start", file=sys.stderr)
         db = Database(kind, args.pg)
         res: dict[str, list[float]] = {k: [0.0] for k in ("enq", "fire", "run1", "run3")}
         for k in only & set(res):
@@ -282,7 +298,7 @@ def main() -> None:
             if "lat" in only:
                 lat.append(measure(db, lateness))
         rss = measure(db, memory, args.rss_runs) if args.rss_runs else [0.0, 0.0]
-        print(f"{kind} raw: {res} lateness {lat}", file=sys.stderr)
+        print(f"{kind} raw: {res} lateness {lat}; load average {os.getloadavg()}", file=sys.stderr)
         med = {k: statistics.median(v) for k, v in res.items()}
         p50, p99, worst = (statistics.median(x[i] for x in lat or [(0.0, 0.0, 0.0)])
                            for i in range(3))
