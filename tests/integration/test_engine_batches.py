@@ -79,9 +79,10 @@ async def test_runs_queued_together_execute_in_batches_once_each(
         calls.add(len(ctxs))
         return post_all(ctxs)
 
-    async with EngineHarness(store, registry, clock, nodes=2) as h:
-        for i in range(150):
-            h.client.trigger("post", idempotency_key=f"p{i}")
+    harness = EngineHarness(store, registry, clock, nodes=2)
+    for i in range(150):  # queued first, so claims are not paced by the triggers
+        harness.client.trigger("post", idempotency_key=f"p{i}")
+    async with harness as h:
         await h.advance(timedelta(seconds=10))
     assert sum(calls.sizes) == 150 and max(calls.sizes) > 1
     assert max(calls.sizes) <= 20
@@ -172,9 +173,10 @@ async def test_the_node_option_caps_the_batch_size(
         calls.add(len(ctxs))
         return post_all(ctxs)
 
-    async with EngineHarness(store, registry, clock, test_options(max_batch_size=7)) as h:
-        for i in range(40):
-            h.client.trigger("post", idempotency_key=f"p{i}")
+    harness = EngineHarness(store, registry, clock, test_options(max_batch_size=7))
+    for i in range(40):  # queued first, so claims are not paced by the triggers
+        harness.client.trigger("post", idempotency_key=f"p{i}")
+    async with harness as h:
         await h.advance(timedelta(seconds=5))
     assert sum(calls.sizes) == 40 and max(calls.sizes) == 7
     assert posted_keys(store) == Counter({f"p{i}": 1 for i in range(40)})
@@ -193,9 +195,12 @@ async def test_batches_leave_half_the_slots_to_other_jobs(
         return [None] * len(ctxs)
 
     registry.job("quick")(lambda ctx: ran.append(ctx.run_id))
-    async with EngineHarness(store, registry, clock, test_options(concurrency=4)) as h:
-        for i in range(40):
-            h.client.trigger("slow", idempotency_key=f"s{i}")
+    harness = EngineHarness(store, registry, clock, test_options(concurrency=4))
+    # Queued before the node starts: a node started first may claim the first trigger alone
+    # (a batch of one), which takes a batch slot with one run.
+    for i in range(40):
+        harness.client.trigger("slow", idempotency_key=f"s{i}")
+    async with harness as h:
         await h.settle()
         running = store.run_list(RunFilter(status=RunStatus.RUNNING, limit=100))
         assert len(running) == 4  # two batches of two: half of the four slots
