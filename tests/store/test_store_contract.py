@@ -55,6 +55,7 @@ def claim(
     node: str = "n1",
     queues: tuple[str, ...] = ("default",),
     limits: dict[str, int] | None = None,
+    jobs: set[str] | None = None,
 ):
     return store.run_claim(
         ClaimParams(
@@ -64,6 +65,7 @@ def claim(
             now=now,
             lease_seconds=30,
             job_limits=limits or {},
+            job_names=frozenset(jobs) if jobs is not None else None,
         )
     )
 
@@ -130,6 +132,38 @@ def test_claim_skips_future_runs_other_queues_and_orders_by_priority(store: SqlS
     got = claim(store)
     assert [c.run.idempotency_key for c in got] == ["high", "low"]
     assert store.run_next_claimable_at(["default"]) == T0 + timedelta(minutes=1)
+
+
+def queue_mixed_jobs(store: SqlStore) -> None:
+    """Runs of three jobs, their claim order spread across jobs by priority and due time."""
+    for key, job, priority, minutes in [
+        ("a-late", "a", 0, -1), ("b-high", "b", 5, -1), ("c-first", "c", 9, -9),
+        ("a-early", "a", 0, -5), ("b-low", "b", 0, -3), ("a-high", "a", 5, -2),
+        ("b-future", "b", 9, 5),
+    ]:  # fmt: skip
+        store.run_enqueue(new_run(key, job=job, priority=priority,
+                                  at=T0 + timedelta(minutes=minutes)), T0)  # fmt: skip
+
+
+@pytest.mark.parametrize("limits", [None, {"b": 5}], ids=["fast", "limited"])
+def test_a_claim_of_some_jobs_keeps_the_claim_order_across_them(
+    store: SqlStore, limits: dict[str, int] | None
+) -> None:
+    queue_mixed_jobs(store)
+    got = claim(store, jobs={"a", "b"}, limits=limits)
+    # priority first, then due time; job c and the future run are not taken
+    assert [c.run.idempotency_key for c in got] == ["a-high", "b-high", "a-early", "b-low", "a-late"]
+    assert claim(store, jobs={"a", "b"}, limits=limits) == []
+    assert [c.run.idempotency_key for c in claim(store, jobs={"c", "x"})] == ["c-first"]
+
+
+def test_a_claim_of_some_jobs_takes_at_most_its_limit_in_order(store: SqlStore) -> None:
+    queue_mixed_jobs(store)
+    first = claim(store, jobs={"a", "b"}, limit=2)
+    assert [c.run.idempotency_key for c in first] == ["a-high", "b-high"]
+    rest = claim(store, jobs={"a", "b", "c"}, limit=10, node="n2")
+    assert [c.run.idempotency_key for c in rest] == ["c-first", "a-early", "b-low", "a-late"]
+    assert claim(store, jobs=set()) == []
 
 
 def test_a_stale_lease_cannot_write_an_outcome(store: SqlStore) -> None:

@@ -113,6 +113,17 @@ Index(
     postgresql_where=_claimable,
     sqlite_where=_claimable,
 )
+# Claims of some jobs only (a node claims its batch jobs apart): one ordered range per job.
+Index(
+    "ix_runs_claim_job",
+    runs.c.queue,
+    runs.c.job_name,
+    runs.c.priority.desc(),
+    runs.c.not_before,
+    runs.c.id,
+    postgresql_where=_claimable,
+    sqlite_where=_claimable,
+)
 Index(
     "ix_runs_lease",
     runs.c.lease_expires_at,
