@@ -76,6 +76,16 @@ def test_one_request_gives_each_transfer_its_single_outcome(
     assert sim.stats()["duplicate_applications"] == 0
 
 
+def test_a_transfer_in_an_unknown_currency_is_refused_alone(
+    bank: HttpBank, sim: BankSimulator
+) -> None:
+    bad = TransferRequest(PAYERS[5], "ACC-PAYEE", 100, "ZZZ", "bad-currency")
+    outcomes = bank.transfer_many([pay(PAYERS[6], 100, "good-1"), bad, pay(PAYERS[7], 100, "good-2")])
+    assert codes(outcomes) == ["OK", "VALIDATION_ERROR", "OK"]
+    assert codes(bank.transfer_many([bad])) == ["VALIDATION_ERROR"]  # nothing to post
+    assert sim.applied() == {"good-1": 1, "good-2": 1}
+
+
 @pytest.mark.parametrize("fault", ["timeout", "5xx", "malformed", "missing"])
 def test_a_faulty_batch_retried_by_key_applies_each_transfer_once(
     bank: HttpBank, sim: BankSimulator, fault: str

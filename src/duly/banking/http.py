@@ -218,13 +218,24 @@ class HttpBank:
     def _transfer_chunk(
         self, chunk: Sequence[TransferRequest]
     ) -> list[TransferResult | BankingError] | None:
-        """One batch request's outcomes, or ``None`` if the bank has no batch endpoint."""
+        """One batch request's outcomes, or ``None`` if the bank has no batch endpoint.
+
+        A transfer the bank could not be asked for (an unknown currency) gets its own
+        ``VALIDATION_ERROR``; the others are posted.
+        """
+        refused: dict[str, BankingError] = {}
+        bodies = []
+        for request in chunk:
+            try:
+                bodies.append(_transfer_payload(request))
+            except BankingError as exc:
+                refused[request.idempotency_key] = exc
+        if not bodies:
+            return [refused[r.idempotency_key] for r in chunk]
         try:
-            payload = {"transfers": [_transfer_payload(r) for r in chunk]}
-        except BankingError as exc:  # an unknown currency: refuse each, post none
-            return [exc] * len(chunk)
-        try:
-            response = self._send("POST", TRANSFERS_BATCH_PATH, json=payload, allow=_NO_BATCH)
+            response = self._send(
+                "POST", TRANSFERS_BATCH_PATH, json={"transfers": bodies}, allow=_NO_BATCH
+            )
             if response.status_code in _NO_BATCH:
                 self._batch_transfers = False
                 return None
@@ -234,8 +245,8 @@ class HttpBank:
                     ErrorCode.INVALID_RESPONSE, "the batch answer has no 'transfers' list"
                 )
         except BankingError as exc:
-            return [exc] * len(chunk)
-        by_key: dict[str, TransferResult | BankingError] = {}
+            return [refused.get(r.idempotency_key, exc) for r in chunk]
+        by_key: dict[str, TransferResult | BankingError] = dict(refused)
         for entry in entries:
             key = _entry_key(entry)
             if key is not None and key not in by_key:  # twice: the first answer counts
