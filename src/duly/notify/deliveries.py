@@ -43,7 +43,6 @@ __all__ = [
     "claim_on",
     "enqueue",
     "enqueue_many",
-    "finish",
     "finish_many",
     "finish_many_on",
     "list_deliveries",
@@ -367,78 +366,6 @@ _FINISH = (
         next_attempt_at=bindparam("b_next", type_=_D.c.next_attempt_at.type),
     )
 )
-
-
-def _finish_on(conn: Connection, o: Outcome, now: datetime) -> bool:
-    values: dict[str, Any] = {
-        "status": o.status,
-        "lease_until": None,
-        "updated_at": now,
-        "provider_code": o.code,
-        "last_error": o.error[:500] if o.error else None,
-    }
-    if o.ref is not None:
-        values["provider_ref"] = o.ref[:200]
-    if o.status == "sent":
-        values["sent_at"] = now
-        values["next_attempt_at"] = None
-    elif o.status == "pending":
-        values["next_attempt_at"] = o.retry_at or now
-    else:
-        values["next_attempt_at"] = None
-    done = conn.execute(
-        update(_D)
-        .where(
-            _D.c.id == o.delivery.id, _D.c.status == "sending", _D.c.attempts == o.delivery.attempts
-        )
-        .values(**values)
-    ).rowcount
-    return bool(done)
-
-
-def finish(
-    engine: Engine,
-    delivery: DeliveryRow,
-    now: datetime,
-    *,
-    status: str,
-    provider_code: str | None = None,
-    provider_ref: str | None = None,
-    error: str | None = None,
-    retry_at: datetime | None = None,
-) -> bool:
-    """Record the outcome of the claim ``delivery`` (fenced by its attempt number).
-
-    ``status`` is ``sent``, ``failed``, ``cancelled`` or ``pending`` (with ``retry_at``).
-    Returns ``False`` if another sender has claimed it since (nothing is written).
-    """
-    values: dict[str, Any] = {
-        "status": status,
-        "lease_until": None,
-        "updated_at": now,
-        "provider_code": provider_code,
-        "last_error": error[:500] if error else None,
-    }
-    if provider_ref is not None:
-        values["provider_ref"] = provider_ref[:200]
-    if status == "sent":
-        values["sent_at"] = now
-        values["next_attempt_at"] = None
-    elif status == "pending":
-        values["next_attempt_at"] = retry_at or now
-    else:
-        values["next_attempt_at"] = None
-    with engine.begin() as conn:
-        done = conn.execute(
-            update(_D)
-            .where(
-                _D.c.id == delivery.id,
-                _D.c.status == "sending",
-                _D.c.attempts == delivery.attempts,
-            )
-            .values(**values)
-        ).rowcount
-    return bool(done)
 
 
 def cancel_deliveries(conn: Connection, ids: Sequence[int], now: datetime, reason: str) -> int:
