@@ -53,7 +53,8 @@ from duly.engine.options import EngineOptions
 from duly.engine.states import FINAL
 from duly.engine.store.sql import SqlStore, create_db_engine
 from duly.logs import configure_logging
-from duly.operations.balance_check import JOB_NAME, balance_check_registry
+from duly.operations.balance_check.jobs import balance_check_registry
+from duly.operations.balance_check.models import JOB_NAME
 
 MINIMUM = 100_000  # minor units
 

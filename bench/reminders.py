@@ -52,8 +52,9 @@ from duly.db import upgrade
 from duly.engine.store.sql import SqlStore, create_db_engine
 from duly.logs import configure_logging
 from duly.notify.schema import deliveries, reminders
-from duly.operations.notify_runtime import build_notifications
-from duly.operations.schema import outbox, scheduled_transfers
+from duly.operations.notifications.wiring import build_notifications
+from duly.operations.outbox import outbox
+from duly.operations.transfers.models import scheduled_transfers
 
 
 def machine() -> str:

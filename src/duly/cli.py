@@ -592,7 +592,7 @@ def transfers_return(
 ) -> None:
     """Record an ACH return; reinitiate it when Nacha allows (R01/R09: twice within 180 days)."""
     from duly.operations import OperationError, ScheduledTransfers
-    from duly.operations.returns import AchReturns
+    from duly.operations.transfers.returns import AchReturns
 
     when = None
     if returned_at is not None:

@@ -81,7 +81,7 @@ def job_registry(settings: Settings | None = None) -> JobRegistry:
 
     ``daily_balance_check`` is configured by ``settings`` (the defaults without them).
     """
-    from duly.operations.balance_check import balance_check_registry  # issue 5
+    from duly.operations.balance_check.jobs import balance_check_registry  # issue 5
     from duly.operations.jobs import operations_registry  # money movement (issue 4)
 
     balance = balance_check_registry(settings.jobs.daily_balance_check if settings else None)
@@ -138,7 +138,8 @@ class System:
             )
             for s in self.settings.schedules
         ]
-        from duly.operations.balance_check import JOB_NAME, balance_check_schedule
+        from duly.operations.balance_check.models import JOB_NAME
+        from duly.operations.balance_check.planning import balance_check_schedule
 
         if JOB_NAME in self.registry:  # the nightly balance check (issue 5)
             wanted.append(balance_check_schedule(self.settings.jobs.daily_balance_check, grace))
@@ -183,7 +184,7 @@ async def run_node(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     from duly.metrics import with_run_metrics  # issue 6
-    from duly.operations.notify_runtime import start_notifications  # issue 6
+    from duly.operations.notifications.wiring import start_notifications  # issue 6
 
     options = with_run_metrics(system.options)
     node = Node(system.store, system.registry, system.clock, options, roles=roles)

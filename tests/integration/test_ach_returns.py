@@ -18,8 +18,8 @@ from duly.clock import ManualClock
 from duly.engine.store.sql import SqlStore
 from duly.operations import NewTransfer, ScheduledTransfers, operations_registry
 from duly.operations.errors import IdempotencyConflict, InvalidRequest, NotFound
-from duly.operations.returns import AchReturns
-from duly.operations.schema import outbox
+from duly.operations.outbox import outbox
+from duly.operations.transfers.returns import AchReturns
 from duly.testing import EngineHarness
 
 FUNDS = 1_000_000

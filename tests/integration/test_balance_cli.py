@@ -18,7 +18,8 @@ from duly.clock import ManualClock
 from duly.db import upgrade
 from duly.engine.store.base import RunFilter
 from duly.engine.store.sql import SqlStore, create_db_engine
-from duly.operations.balance_check import JOB_NAME, balance_check_registry
+from duly.operations.balance_check.jobs import balance_check_registry
+from duly.operations.balance_check.models import JOB_NAME
 from duly.testing import EngineHarness
 
 T0 = datetime(2026, 3, 2, 22, 0, tzinfo=UTC)
@@ -97,7 +98,7 @@ def test_errors_summary_trends_top_list_and_resolve(night: dict[str, Any]) -> No
     assert "MISSING_DATA" in listed.output and "balance check history" in listed.output
     assert "Traceback" not in listed.output
     first = night["store"]
-    from duly.operations.monitoring import recent_errors
+    from duly.operations.balance_check.monitoring import recent_errors
 
     err_id = recent_errors(first.engine, limit=1)[0].id
     ok = runner.invoke(app, ["errors", "resolve", str(err_id), "--by", "ana", "--notes", "account opened"])

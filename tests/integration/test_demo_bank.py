@@ -19,7 +19,8 @@ from duly.engine.client import EngineClient
 from duly.engine.store.sql import SqlStore
 from duly.operations import RecurringPayments, ScheduledTransfers, operations_registry
 from duly.operations.demo import DEMO_CUSTOMERS, seed_demo_bank
-from duly.operations.schema import recurring_occurrences, recurring_payments, scheduled_transfers
+from duly.operations.recurring.models import recurring_occurrences, recurring_payments
+from duly.operations.transfers.models import scheduled_transfers
 from duly.testing import EngineHarness
 
 TABLES = (customers, accounts, ledger_transfers, scheduled_transfers, recurring_payments)

@@ -43,8 +43,9 @@ from duly.engine.store.schema import runs
 from duly.engine.store.sql import SqlStore
 from duly.operations import FailurePolicy, NewTransfer, ScheduledTransfers, operations_registry
 from duly.operations.banks import BankDirectory
-from duly.operations.schema import payment_attempts, scheduled_transfers
+from duly.operations.execution.models import payment_attempts
 from duly.operations.sweep import sweep_schedule
+from duly.operations.transfers.models import scheduled_transfers
 
 pytestmark = pytest.mark.slow
 

@@ -35,7 +35,8 @@ from duly.operations import (
     sweep_schedule,
 )
 from duly.operations.banks import default_banks
-from duly.operations.schema import outbox, payment_attempts
+from duly.operations.execution.models import payment_attempts
+from duly.operations.outbox import outbox
 from duly.testing import EngineHarness
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)  # Monday
@@ -192,9 +193,10 @@ async def test_transfers_due_together_execute_in_batches_each_once(
 
     from duly.engine.context import JobContext
     from duly.engine.registry import JobRegistry
-    from duly.operations.execution import execute_many
+    from duly.operations.execution.attempts import execute_many
     from duly.operations.jobs import EXECUTE_RETRY
-    from duly.operations.transfers import TRANSFER_JOB, TRANSFERS
+    from duly.operations.transfers.execution import TRANSFERS
+    from duly.operations.transfers.models import TRANSFER_JOB
 
     registry, sizes = JobRegistry(), []
 

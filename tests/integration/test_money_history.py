@@ -23,7 +23,8 @@ from duly.operations import (
     operations_registry,
     sweep_schedule,
 )
-from duly.operations.history import HistoryFilter, history
+from duly.operations.history.models import HistoryFilter
+from duly.operations.history.service import history
 from duly.testing import EngineHarness
 
 sys.path.insert(0, str(Path(__file__).parent))

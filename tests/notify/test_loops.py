@@ -15,7 +15,7 @@ from duly.engine.store.base import NewAlert
 from duly.engine.store.sql import SqlStore
 from duly.notify.deliveries import NewDelivery, enqueue
 from duly.notify.mask import address_ref
-from duly.operations.notify_runtime import build_notifications
+from duly.operations.notifications.wiring import build_notifications
 
 
 async def wait_for(check: object, limit: float = 5.0) -> float:

@@ -19,9 +19,8 @@ from duly.engine.alerts import StoreAlertSink
 from duly.engine.store.base import NewAlert
 from duly.engine.store.sql import SqlStore
 from duly.notify.deliveries import DeliveryRow, list_deliveries
-from duly.operations.notify_runtime import Notifications, build_notifications
-from duly.operations.outbox import emit
-from duly.operations.schema import outbox
+from duly.operations.notifications.wiring import Notifications, build_notifications
+from duly.operations.outbox import emit, outbox
 
 
 def settings(receiver: Receiver, smtp: Mailbox, **over: Any) -> NotifySettings:

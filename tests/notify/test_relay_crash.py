@@ -35,8 +35,7 @@ from duly.engine.alerts import StoreAlertSink
 from duly.engine.store.base import NewAlert
 from duly.engine.store.sql import SqlStore
 from duly.notify.schema import deliveries
-from duly.operations.outbox import emit
-from duly.operations.schema import outbox
+from duly.operations.outbox import emit, outbox
 
 pytestmark = pytest.mark.slow
 

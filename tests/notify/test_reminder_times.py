@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from duly.operations.reminders import offset_instant, parse_offset, plan_times, quiet_move
+from duly.operations.reminders.planning import offset_instant, parse_offset, plan_times, quiet_move
 
 NY = ZoneInfo("America/New_York")
 LONDON = ZoneInfo("Europe/London")

@@ -28,7 +28,7 @@ from duly.operations import (
     ScheduledTransfers,
     operations_registry,
 )
-from duly.operations.notify_runtime import Notifications, build_notifications
+from duly.operations.notifications.wiring import Notifications, build_notifications
 
 LONDON = ZoneInfo("Europe/London")
 

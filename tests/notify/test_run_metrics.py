@@ -26,7 +26,8 @@ from duly.engine.registry import JobRegistry
 from duly.engine.retry import RetryPolicy
 from duly.engine.store.sql import SqlStore
 from duly.metrics import start_metrics_server, with_run_metrics
-from duly.operations.balance_check import JOB_NAME, balance_check_registry
+from duly.operations.balance_check.jobs import balance_check_registry
+from duly.operations.balance_check.models import JOB_NAME
 from duly.testing import EngineHarness, test_options
 
 _suffix = itertools.count()

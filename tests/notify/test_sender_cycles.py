@@ -19,7 +19,7 @@ from duly.config import NotifySettings
 from duly.engine.store.sql import SqlStore
 from duly.notify.deliveries import NewDelivery, enqueue_many, list_deliveries
 from duly.notify.mask import address_ref
-from duly.operations.notify_runtime import Notifications, build_notifications
+from duly.operations.notifications.wiring import Notifications, build_notifications
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from duly.clock import SystemClock
 from duly.config import NotifySettings
 from duly.engine.store.sql import SqlStore
 from duly.logs import configure_logging
-from duly.operations.notify_runtime import build_notifications
+from duly.operations.notifications.wiring import build_notifications
 
 configure_logging("warning", "json")
 

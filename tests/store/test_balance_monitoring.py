@@ -11,9 +11,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from duly.banking.customers import Customers, NewCustomer
 from duly.clock import ManualClock
 from duly.engine.store.sql import SqlStore
-from duly.operations.balance_check import decided_customers, load_premium_customers, night_counts
-from duly.operations.balance_schema import balance_check_results, error_logs
-from duly.operations.monitoring import (
+from duly.operations.balance_check.monitoring import (
     ResolveError,
     customer_history,
     error_counts_by_code,
@@ -24,6 +22,12 @@ from duly.operations.monitoring import (
     run_results,
     top_customers,
 )
+from duly.operations.balance_check.service import (
+    decided_customers,
+    load_premium_customers,
+    night_counts,
+)
+from duly.operations.balance_check.tables import balance_check_results, error_logs
 
 T0 = datetime(2026, 3, 2, 22, 0, tzinfo=UTC)
 

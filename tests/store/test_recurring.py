@@ -20,7 +20,7 @@ from duly.operations import (
     StateConflict,
     operations_registry,
 )
-from duly.operations.schema import outbox
+from duly.operations.outbox import outbox
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 

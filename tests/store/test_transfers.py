@@ -23,7 +23,8 @@ from duly.operations import (
     StateConflict,
     operations_registry,
 )
-from duly.operations.schema import outbox, scheduled_transfers
+from duly.operations.outbox import outbox
+from duly.operations.transfers.models import scheduled_transfers
 
 
 @pytest.fixture

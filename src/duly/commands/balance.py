@@ -58,7 +58,7 @@ def errors_summary(since: Since = None, until: Until = None, hours: Hours = 24) 
     from rich.console import Console
     from rich.table import Table
 
-    from duly.operations.monitoring import error_counts_by_code
+    from duly.operations.balance_check.monitoring import error_counts_by_code
 
     with open_system() as system:
         start, end = _period(system.clock.now(), since, until, hours)
@@ -79,7 +79,7 @@ def errors_trends(
     code: Annotated[str | None, typer.Option("--code", help="Only this code.")] = None,
 ) -> None:
     """Errors per hour (UTC) in a period, every hour listed."""
-    from duly.operations.monitoring import error_counts_by_hour
+    from duly.operations.balance_check.monitoring import error_counts_by_hour
 
     with open_system() as system:
         start, end = _period(system.clock.now(), since, until, hours)
@@ -101,7 +101,7 @@ def errors_top(
     from rich.console import Console
     from rich.table import Table
 
-    from duly.operations.monitoring import top_customers
+    from duly.operations.balance_check.monitoring import top_customers
 
     with open_system() as system:
         start, end = _period(system.clock.now(), since, until, hours)
@@ -124,7 +124,7 @@ def errors_list(
     from rich.console import Console
     from rich.table import Table
 
-    from duly.operations.monitoring import customer_history, recent_errors
+    from duly.operations.balance_check.monitoring import customer_history, recent_errors
 
     with open_system() as system:
         engine = system.store.engine
@@ -156,7 +156,7 @@ def errors_resolve(
     notes: Annotated[str, typer.Option("--notes", help="What was found and done.")],
 ) -> None:
     """Mark an error resolved, with notes (recorded with who and when; once only)."""
-    from duly.operations.monitoring import ResolveError, resolve
+    from duly.operations.balance_check.monitoring import ResolveError, resolve
 
     with open_system() as system:
         try:
@@ -180,8 +180,8 @@ def balance_results(
     from rich.console import Console
     from rich.table import Table
 
-    from duly.operations.balance_check import JOB_NAME
-    from duly.operations.monitoring import run_results
+    from duly.operations.balance_check.models import JOB_NAME
+    from duly.operations.balance_check.monitoring import run_results
 
     wanted = result.upper() if result else None
     if wanted is not None and wanted not in ("PASS", "FAIL", "ERROR"):
@@ -205,7 +205,8 @@ def balance_results(
 @balance_app.command("missed")
 def balance_missed() -> None:
     """Nights in the lookback whose check never completed, with the backfill command."""
-    from duly.operations.balance_check import JOB_NAME, missed_nights
+    from duly.operations.balance_check.models import JOB_NAME
+    from duly.operations.balance_check.service import missed_nights
 
     with open_system() as system:
         nights = missed_nights(system.store, system.settings.jobs.daily_balance_check,

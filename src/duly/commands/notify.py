@@ -130,7 +130,8 @@ def reminders_offsets(
     ] = False,
 ) -> None:
     """Give one scheduled transfer or recurring payment its own reminder offsets (re-plans now)."""
-    from duly.operations.reminders import ReminderPlanner, parse_offset
+    from duly.operations.reminders.planning import parse_offset
+    from duly.operations.reminders.service import ReminderPlanner
 
     if (transfer is None) == (payment is None):
         fail("name one operation: --transfer ID or --payment ID")

@@ -6,8 +6,8 @@ from alembic import context
 from sqlalchemy import Connection
 
 import duly.notify.schema
-import duly.operations.balance_schema  # noqa: F401, RUF100  (adds the balance check tables)
-import duly.operations.schema  # noqa: F401  (adds the banking and operations tables)
+import duly.operations.balance_check.tables  # noqa: F401, RUF100  (adds the balance check tables)
+import duly.operations.execution.models  # noqa: F401  (adds the banking and operations tables)
 from duly.engine.store.schema import metadata
 
 config = context.config

@@ -15,7 +15,7 @@ for ``httpx.Client`` in one thread). This client does only what the channels nee
 
 Errors are :class:`HttpError` (network, protocol or timeout). No proxies, redirects or
 cookies: where the environment names a proxy, the notification wiring does not use this
-client (:func:`duly.operations.notify_runtime.build_notifications`).
+client (:func:`duly.operations.notifications.wiring.build_notifications`).
 """
 
 from __future__ import annotations

@@ -16,9 +16,11 @@ from duly.operations.errors import (
 )
 from duly.operations.jobs import operations_registry
 from duly.operations.policy import FailurePolicy
-from duly.operations.recurring import NewRecurringPayment, RecurringPayments
+from duly.operations.recurring.models import NewRecurringPayment
+from duly.operations.recurring.service import RecurringPayments
 from duly.operations.sweep import sweep_schedule
-from duly.operations.transfers import NewTransfer, ScheduledTransfers
+from duly.operations.transfers.models import NewTransfer
+from duly.operations.transfers.service import ScheduledTransfers
 
 __all__ = [
     "FailurePolicy",

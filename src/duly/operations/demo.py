@@ -24,10 +24,11 @@ from sqlalchemy import select
 from duly.banking.customers import Customers, NewAccount, NewCustomer
 from duly.banking.ledger import LedgerBank
 from duly.engine.client import EngineClient
-from duly.operations.recurring import NewRecurringPayment, RecurringPayments
-from duly.operations.schema import recurring_payments, scheduled_transfers
+from duly.operations.recurring.models import NewRecurringPayment, recurring_payments
+from duly.operations.recurring.service import RecurringPayments
 from duly.operations.sweep import sweep_schedule
-from duly.operations.transfers import NewTransfer, ScheduledTransfers
+from duly.operations.transfers.models import NewTransfer, scheduled_transfers
+from duly.operations.transfers.service import ScheduledTransfers
 
 __all__ = ["DEMO_CUSTOMERS", "DemoSeed", "seed_demo_bank"]
 
@@ -93,7 +94,9 @@ def seed_demo_bank(client: EngineClient) -> DemoSeed:
             out.accounts += 1
     with engine.connect() as conn:
         have_transfer = conn.execute(
-            select(scheduled_transfers.c.id).where(scheduled_transfers.c.request_key == TRANSFER_KEY)
+            select(scheduled_transfers.c.id).where(
+                scheduled_transfers.c.request_key == TRANSFER_KEY
+            )
         ).first()
         have_rent = conn.execute(
             select(recurring_payments.c.id).where(recurring_payments.c.request_key == RENT_KEY)

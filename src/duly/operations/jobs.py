@@ -22,10 +22,12 @@ from duly.engine.context import JobContext
 from duly.engine.registry import JobRegistry
 from duly.engine.retry import RetryPolicy
 from duly.operations.banks import default_banks
-from duly.operations.execution import execute_many
-from duly.operations.recurring import OCCURRENCES, RECURRING_JOB
+from duly.operations.execution.attempts import execute_many
+from duly.operations.recurring.execution import OCCURRENCES
+from duly.operations.recurring.models import RECURRING_JOB
 from duly.operations.sweep import SWEEP_JOB, sweep
-from duly.operations.transfers import TRANSFER_JOB, TRANSFERS
+from duly.operations.transfers.execution import TRANSFERS
+from duly.operations.transfers.models import TRANSFER_JOB
 
 __all__ = ["EXECUTE_BATCH", "EXECUTE_RETRY", "operations_registry"]
 

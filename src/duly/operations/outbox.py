@@ -12,14 +12,56 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    Index,
+    String,
+    Table,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+import duly.banking.schema  # noqa: F401  (accounts and customers: referenced below)
+from duly.engine.store.schema import metadata
 from duly.engine.store.sql import insert_rows
-from duly.operations.schema import outbox
+from duly.engine.store.types import IdType, UTCDateTime
 
-__all__ = ["NewEvent", "OutboxEvent", "emit", "emit_many", "mark_published", "unpublished"]
+__all__ = [
+    "NewEvent",
+    "OutboxEvent",
+    "emit",
+    "emit_many",
+    "mark_published",
+    "outbox",
+    "unpublished",
+]
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("event_type", String(64), nullable=False),
+    Column("aggregate", String(32), nullable=False),
+    Column("aggregate_id", String(64), nullable=False),
+    Column("dedupe_key", String(300), nullable=False, unique=True),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("published_at", UTCDateTime()),
+)
+
+Index(
+    "ix_outbox_unpublished",
+    outbox.c.id,
+    postgresql_where=text("published_at IS NULL"),
+    sqlite_where=text("published_at IS NULL"),
+)
+
+Index("ix_outbox_aggregate", outbox.c.aggregate, outbox.c.aggregate_id)
 
 
 def emit(

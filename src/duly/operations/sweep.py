@@ -25,9 +25,11 @@ from duly.engine.client import EngineClient
 from duly.engine.store.base import NewSchedule
 from duly.engine.store.schema import runs
 from duly.operations.banks import BankDirectory, default_banks
-from duly.operations.execution import ACTIVE, Kind, ensure_run, reconcile_run
-from duly.operations.recurring import OCCURRENCES, RecurringPayments
-from duly.operations.transfers import TRANSFERS
+from duly.operations.execution.models import ACTIVE, Kind
+from duly.operations.execution.runs import ensure_run, reconcile_run
+from duly.operations.recurring.execution import OCCURRENCES
+from duly.operations.recurring.service import RecurringPayments
+from duly.operations.transfers.execution import TRANSFERS
 
 __all__ = ["KINDS", "SWEEP_JOB", "SweepResult", "sweep", "sweep_schedule"]
 

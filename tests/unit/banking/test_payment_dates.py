@@ -9,9 +9,9 @@ import pytest
 
 from duly.banking.rails import rail_calendar
 from duly.operations.localtime import execution_date, execution_instant
-from duly.operations.plan import PaymentPlan
 from duly.operations.policy import FailurePolicy, ach_reinitiation
-from duly.operations.recurrence import Recurrence
+from duly.operations.recurring.planning import PaymentPlan
+from duly.operations.recurring.recurrence import Recurrence
 
 
 def dates(rec: Recurrence, n: int) -> list[date]:

@@ -9,9 +9,9 @@ import pytest
 from duly.banking.errors import BankingError
 from duly.banking.port import Balance
 from duly.config import BalanceCheckSettings
-from duly.operations.balance_check import (
-    Result,
-    balance_check_registry,
+from duly.operations.balance_check.jobs import balance_check_registry
+from duly.operations.balance_check.models import Result
+from duly.operations.balance_check.planning import (
     balance_check_schedule,
     business_date_of,
     classify,

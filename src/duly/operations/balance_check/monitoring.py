@@ -15,7 +15,7 @@ import structlog
 from sqlalchemy import Engine, case, func, select, update
 
 from duly.banking.catalog import describe
-from duly.operations.balance_schema import balance_check_results, error_logs
+from duly.operations.balance_check.tables import balance_check_results, error_logs
 
 __all__ = [
     "CodeCount",
@@ -274,7 +274,9 @@ def resolve(engine: Engine, error_id: int, *, by: str, notes: str, now: datetime
     if not changed:
         raise ResolveError(f"error {error_id} was already resolved by {row.resolved_by}")
     # a fresh logger: one cached at import would keep the stream of the first configuration
-    structlog.get_logger("duly.monitoring").info("error.resolved", error_id=error_id, error_code=row.error_code, resolved_by=by)
+    structlog.get_logger("duly.monitoring").info(
+        "error.resolved", error_id=error_id, error_code=row.error_code, resolved_by=by
+    )
     return _error(row)
 
 

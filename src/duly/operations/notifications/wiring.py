@@ -26,8 +26,9 @@ from duly.notify.alerting import AlertDispatcher
 from duly.notify.sender import ChannelSet, DeliverySender, ops_directory
 from duly.notify.service import LoopService, NotifyRunner
 from duly.notify.templates import Templates
-from duly.operations.notifications import OutboxRelay
-from duly.operations.reminders import ReminderPlanner, reminder_guard, reminder_guards
+from duly.operations.notifications.relay import OutboxRelay
+from duly.operations.reminders.guards import reminder_guard, reminder_guards
+from duly.operations.reminders.service import ReminderPlanner
 
 if TYPE_CHECKING:
     from duly.runtime import System

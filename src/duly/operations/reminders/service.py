@@ -34,12 +34,9 @@ ahead, so the plan is computed from the payment's recurrence).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import structlog
 from sqlalchemy import Connection, Engine, and_, or_, select, update
@@ -50,144 +47,30 @@ from duly.clock import Clock
 from duly.config import ReminderSettings
 from duly.notify import metrics
 from duly.notify.deliveries import (
-    DeliveryRow,
     NewDelivery,
     cancel_deliveries,
     enqueue,
     enqueue_many,
 )
 from duly.notify.recipients import customer_contact, customer_contacts, customer_targets
-from duly.notify.schema import deliveries, reminder_overrides, reminder_plans, reminders
-from duly.operations.recurring import _payment
-from duly.operations.schema import recurring_occurrences, recurring_payments, scheduled_transfers
-from duly.timing.dst import GapPolicy, RepeatPolicy, resolve_wall
+from duly.notify.schema import deliveries, reminder_overrides, reminder_plans
+from duly.operations.recurring.models import _payment
+from duly.operations.reminders.guards import _O, _P, _R, _T
+from duly.operations.reminders.planning import (
+    PlannedReminder,
+    _lookahead,
+    offset_span,
+    parse_offset,
+    plan_times,
+)
 
-__all__ = [
-    "PlannedReminder",
-    "ReminderPlanner",
-    "offset_instant",
-    "parse_offset",
-    "plan_times",
-    "reminder_guard",
-    "reminder_guards",
-]
+__all__ = ["ReminderPlanner"]
 
 log = structlog.get_logger("duly.reminders")
 
-_R = reminders
 _PL = reminder_plans
-_T = scheduled_transfers
-_P = recurring_payments
-_O = recurring_occurrences
+
 _OV = reminder_overrides
-_OFFSET = re.compile(r"^([1-9][0-9]{0,3})([mhdw])$")
-
-
-def parse_offset(text: str) -> tuple[int, str]:
-    """``"3d"`` → ``(3, "d")``.
-
-    :raises ValueError: not a count and a unit (m, h, d, w).
-    """
-    found = _OFFSET.fullmatch(text)
-    if not found:
-        raise ValueError(f"bad reminder offset {text!r}: use 30m, 1h, 1d or 2w")
-    return int(found.group(1)), found.group(2)
-
-
-def offset_span(text: str) -> timedelta:
-    """The longest time ``text`` can be before the execution instant (a DST hour included)."""
-    count, unit = parse_offset(text)
-    if unit == "m":
-        return timedelta(minutes=count)
-    if unit == "h":
-        return timedelta(hours=count)
-    return timedelta(days=count * (7 if unit == "w" else 1), hours=1)
-
-
-def _wall(local: datetime, zone: ZoneInfo) -> datetime:
-    (instant,) = resolve_wall(local, zone, GapPolicy.SHIFT, RepeatPolicy.FIRST)
-    return instant
-
-
-def offset_instant(execute_at: datetime, offset: str, zone: ZoneInfo) -> datetime:
-    """The instant ``offset`` before ``execute_at`` (calendar days in ``zone`` for d/w)."""
-    count, unit = parse_offset(offset)
-    if unit in ("m", "h"):
-        return execute_at - (timedelta(minutes=count) if unit == "m" else timedelta(hours=count))
-    days = count * (7 if unit == "w" else 1)
-    local = execute_at.astimezone(zone).replace(tzinfo=None) - timedelta(days=days)
-    return _wall(local, zone)
-
-
-def _hhmm(text: str) -> time:
-    hour, minute = text.split(":")
-    return time(int(hour), int(minute))
-
-
-def quiet_move(instant: datetime, zone: ZoneInfo, start: str, end: str) -> datetime:
-    """``instant`` if outside quiet hours, else the last minute before they began."""
-    q_start, q_end = _hhmm(start), _hhmm(end)
-    if q_start == q_end:
-        return instant
-    local = instant.astimezone(zone)
-    t = local.time().replace(tzinfo=None)
-    wraps = q_start > q_end  # 21:00–08:00
-    inside = (t >= q_start or t < q_end) if wraps else (q_start <= t < q_end)
-    if not inside:
-        return instant
-    day = local.date()
-    if wraps and t < q_end:
-        day -= timedelta(days=1)
-    began = _wall(datetime.combine(day, q_start), zone)
-    return began - timedelta(minutes=1)
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedReminder:
-    """When one reminder goes out, or why it does not (``send_at`` is then ``None``)."""
-
-    offset: str
-    channel: str
-    send_at: datetime | None
-    reason: str | None = None
-
-
-def plan_times(
-    execute_at: datetime,
-    timezone: str,
-    offsets: Sequence[str],
-    channels: Iterable[str],
-    *,
-    not_before: datetime,
-    quiet_channels: Iterable[str] = ("sms", "push"),
-    quiet_start: str = "21:00",
-    quiet_end: str = "08:00",
-) -> list[PlannedReminder]:
-    """The reminders of one occurrence on each channel (pure)."""
-    zone = ZoneInfo(timezone)
-    quiet = set(quiet_channels)
-    ordered = sorted(set(offsets), key=offset_span, reverse=True)
-    out: list[PlannedReminder] = []
-    for channel in channels:
-        previous: datetime | None = None
-        for offset in ordered:
-            nominal = offset_instant(execute_at, offset, zone)
-            send_at = nominal
-            moved = False
-            if channel in quiet:
-                send_at = quiet_move(nominal, zone, quiet_start, quiet_end)
-                moved = send_at != nominal
-            reason = None
-            if send_at >= execute_at:
-                reason = "at or after the execution time"
-            elif send_at < not_before:
-                reason = "moved before the plan by quiet hours" if moved else "already past"
-            elif previous is not None and send_at <= previous:
-                reason = "quiet hours: clashes with an earlier reminder"
-            if reason is None:
-                previous = send_at
-            out.append(PlannedReminder(offset, channel, None if reason else send_at, reason))
-    return out
 
 
 # -- planning -------------------------------------------------------------------------
@@ -729,90 +612,3 @@ def _override(conn: Connection, kind: str, ref_id: int) -> list[str] | None:
         select(_OV.c.offsets).where(_OV.c.kind == kind, _OV.c.ref_id == ref_id)
     ).scalar()
     return [str(o) for o in found] if isinstance(found, list) else None
-
-
-def _lookahead(offsets: Iterable[str], horizon_hours: float) -> timedelta:
-    spans = [offset_span(o) for o in offsets] or [timedelta(0)]
-    return max(spans) + timedelta(hours=horizon_hours)
-
-
-def reminder_guard(conn: Connection, delivery: DeliveryRow, now: datetime) -> str | None:
-    """The send-time check: why this reminder must not go out now, or ``None``."""
-    return reminder_guards(conn, [delivery], now).get(delivery.id)
-
-
-def reminder_guards(
-    conn: Connection, batch: Sequence[DeliveryRow], now: datetime
-) -> dict[int, str]:
-    """:func:`reminder_guard` for a batch, in a few set-based statements: the reasons not
-    to send, by delivery id (a reminder still ``planned`` is marked ``cancelled``)."""
-    if not batch:
-        return {}
-    columns = [_R.c.id, _R.c.reminder_key, _R.c.status, _R.c.kind, _R.c.ref_id, _R.c.version,
-               _R.c.execute_at, _R.c.occurrence_key, _T.c.status.label("t_status"),
-               _T.c.version.label("t_version"), _T.c.execute_at.label("t_execute_at")]  # fmt: skip
-    found = conn.execute(
-        select(*columns)
-        .outerjoin(_T, and_(_R.c.kind == "transfer", _T.c.id == _R.c.ref_id))
-        .where(_R.c.reminder_key.in_([d.dedupe_key for d in batch]))
-    ).all()
-    by_key = {r.reminder_key: r for r in found}
-    occurrence = [r for r in found if r.kind != "transfer"]
-    payments: dict[int, str] = {}
-    occurrences: dict[str, Any] = {}
-    if occurrence:
-        payments = {
-            int(pid): status
-            for pid, status in conn.execute(
-                select(_P.c.id, _P.c.status).where(_P.c.id.in_({int(r.ref_id) for r in occurrence}))
-            )
-        }
-        occurrences = {
-            o.transfer_key: o
-            for o in conn.execute(
-                select(_O.c.transfer_key, _O.c.status, _O.c.execute_at).where(
-                    _O.c.transfer_key.in_({r.occurrence_key for r in occurrence})
-                )
-            )
-        }
-    reasons: dict[int, str] = {}
-    to_cancel: dict[str, list[int]] = {}
-    for d in batch:
-        r = by_key.get(d.dedupe_key)
-        reason = _why_not(r, now, payments, occurrences)
-        if reason is None:
-            continue
-        reasons[d.id] = reason
-        if r is not None and r.status == "planned":
-            to_cancel.setdefault(reason, []).append(int(r.id))
-    for reason, ids in to_cancel.items():
-        conn.execute(
-            update(_R)
-            .where(_R.c.id.in_(ids), _R.c.status == "planned")
-            .values(status="cancelled", reason=reason, updated_at=now)
-        )
-    return reasons
-
-
-def _why_not(
-    r: Any, now: datetime, payments: dict[int, str], occurrences: dict[str, Any]
-) -> str | None:
-    if r is None:
-        return "no such reminder"
-    if r.status != "planned":
-        return f"reminder {r.status}"
-    if now >= r.execute_at:
-        return "the operation's time has come"
-    if r.kind == "transfer":
-        if r.t_status is None or r.t_status != "scheduled":
-            return f"transfer {r.t_status or 'missing'}"
-        if int(r.t_version) != int(r.version) or r.t_execute_at != r.execute_at:
-            return "transfer rescheduled"
-        return None
-    p = payments.get(int(r.ref_id))
-    if p not in ("active", "completed"):
-        return f"payment {p or 'missing'}"
-    occ = occurrences.get(r.occurrence_key)
-    if occ is not None and (occ.status != "scheduled" or occ.execute_at != r.execute_at):
-        return f"occurrence {occ.status}"
-    return None

@@ -48,9 +48,7 @@ balance_check_results = Table(
     Column("checked_at", UTCDateTime(), nullable=False),
     UniqueConstraint("business_date", "customer_id", name="uq_balance_check_results_date_customer"),
     CheckConstraint("result IN ('PASS', 'FAIL', 'ERROR')", name="result"),
-    CheckConstraint(
-        "(result = 'ERROR') = (error_code IS NOT NULL)", name="error_code_iff_error"
-    ),
+    CheckConstraint("(result = 'ERROR') = (error_code IS NOT NULL)", name="error_code_iff_error"),
 )
 Index("ix_balance_check_results_run", balance_check_results.c.run_id)
 Index(

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, and_, or_, select
@@ -23,77 +21,22 @@ from sqlalchemy import Engine, and_, or_, select
 from duly.banking.money import from_minor, mask_account
 from duly.banking.schema import error_codes
 from duly.operations.errors import InvalidRequest
-from duly.operations.schema import (
-    payment_attempts,
-    recurring_occurrences,
-    recurring_payments,
-    scheduled_transfers,
+from duly.operations.execution.models import payment_attempts
+from duly.operations.history.models import (
+    KINDS,
+    MAX_LIMIT,
+    AttemptEntry,
+    HistoryEntry,
+    HistoryFilter,
+    HistoryPage,
 )
+from duly.operations.recurring.models import recurring_occurrences, recurring_payments
+from duly.operations.transfers.models import scheduled_transfers
 
-__all__ = ["AttemptEntry", "HistoryEntry", "HistoryFilter", "HistoryPage", "history"]
+__all__ = ["history"]
 
-KINDS = ("transfer", "recurring")
 #: Position of each kind in the order of entries scheduled at the same instant.
 _RANK = {"transfer": 0, "recurring": 1}
-MAX_LIMIT = 500
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryFilter:
-    """Which entries: one customer's, optionally narrowed."""
-
-    customer_id: int
-    kinds: tuple[str, ...] = KINDS
-    statuses: tuple[str, ...] | None = None
-    scheduled_from: datetime | None = None  # inclusive
-    scheduled_until: datetime | None = None  # exclusive
-    account_id: str | None = None
-    payment_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptEntry:
-    """One try."""
-
-    attempt: int
-    started_at: datetime
-    finished_at: datetime
-    status: str
-    error_code: str | None
-    error_message: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """One operation occurrence in a customer's history."""
-
-    kind: str  # transfer | recurring
-    id: int
-    payment_id: int | None
-    reference: str
-    description: str | None
-    from_account: str  # masked
-    to_account: str  # masked
-    amount: Decimal
-    currency: str
-    scheduled_date: date  # unadjusted (recurring) or requested local date (transfer)
-    execution_date: date
-    scheduled_for: datetime
-    executed_at: datetime | None
-    status: str
-    failure_code: str | None
-    failure_message: str | None
-    failure_description: str | None
-    suggested_action: str | None
-    attempts: tuple[AttemptEntry, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryPage:
-    """A page of entries and the cursor of the next one (``None`` on the last page)."""
-
-    entries: tuple[HistoryEntry, ...]
-    next_cursor: str | None
 
 
 def history(

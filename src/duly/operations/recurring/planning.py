@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from duly.operations.localtime import execution_date, execution_instant
-from duly.operations.recurrence import Recurrence
+from duly.operations.recurring.recurrence import Recurrence
 
 __all__ = ["PaymentPlan", "PlannedOccurrence"]
 

@@ -35,8 +35,8 @@ from duly.operations.errors import IdempotencyConflict, InvalidRequest, NotFound
 from duly.operations.localtime import zone
 from duly.operations.outbox import emit
 from duly.operations.policy import FailurePolicy, ach_reinitiation
-from duly.operations.schema import payment_returns, scheduled_transfers
-from duly.operations.transfers import NewTransfer, ScheduledTransfers
+from duly.operations.transfers.models import NewTransfer, payment_returns, scheduled_transfers
+from duly.operations.transfers.service import ScheduledTransfers
 
 __all__ = ["AchReturns", "ReturnDecision"]
 
@@ -198,9 +198,7 @@ class AchReturns:
             ).scalar_one()
         )
 
-    def _reason(
-        self, code: str, allowed: bool, made: int, settled: datetime, at: datetime
-    ) -> str:
+    def _reason(self, code: str, allowed: bool, made: int, settled: datetime, at: datetime) -> str:
         if allowed:
             return f"{code}: presentment {made + 2} of at most 3"
         if code in _REFUSALS:

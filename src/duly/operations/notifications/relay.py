@@ -39,8 +39,9 @@ from duly.engine.store.base import NewAlert
 from duly.notify.deliveries import NewDelivery, enqueue
 from duly.notify.recipients import customer_contact, customer_targets
 from duly.operations.outbox import OutboxEvent, mark_published, unpublished
-from duly.operations.reminders import ReminderPlanner
-from duly.operations.schema import recurring_occurrences, recurring_payments, scheduled_transfers
+from duly.operations.recurring.models import recurring_occurrences, recurring_payments
+from duly.operations.reminders.service import ReminderPlanner
+from duly.operations.transfers.models import scheduled_transfers
 
 __all__ = ["OutboxRelay"]
 

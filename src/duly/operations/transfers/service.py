@@ -20,185 +20,34 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from duly.banking.money import MoneyError, check_currency, from_minor, to_minor
+from duly.banking.money import MoneyError, check_currency, to_minor
 from duly.banking.schema import accounts, customers
 from duly.engine.client import EngineClient
 from duly.engine.store.base import NewRun
-from duly.engine.store.sql import any_of
 from duly.operations.banks import BankDirectory, default_banks
 from duly.operations.errors import IdempotencyConflict, InvalidRequest, NotFound, StateConflict
-from duly.operations.execution import Kind, Target, cancel_run, ensure_run, set_state
+from duly.operations.execution.outcomes import set_state
+from duly.operations.execution.runs import cancel_run, ensure_run
 from duly.operations.localtime import execution_date, execution_instant, parse_time_of_day, zone
-from duly.operations.outbox import emit
-from duly.operations.policy import FailurePolicy
-from duly.operations.schema import outbox, scheduled_transfers
+from duly.operations.outbox import emit, outbox
+from duly.operations.transfers.execution import _T, TRANSFERS, _load
+from duly.operations.transfers.models import (
+    TRANSFER_JOB,
+    NewTransfer,
+    TransferRow,
+    _row,
+)
 from duly.timing.business_days import parse_convention
 from duly.timing.errors import SpecError
 
-__all__ = ["TRANSFERS", "TRANSFER_JOB", "NewTransfer", "ScheduledTransfers", "TransferRow"]
-
-TRANSFER_JOB = "transfers.execute"
-_T = scheduled_transfers
-
-
-@dataclass(frozen=True, slots=True)
-class NewTransfer:
-    """A transfer to schedule.
-
-    :param request_key: the caller's idempotency key (1–255 characters).
-    :param amount: a decimal string in the currency's major unit (``"125.50"``).
-    :param local_date: the date wanted, in ``timezone`` (before business-day adjustment).
-    :param local_time: ``HH:MM`` on the execution date, in ``timezone``.
-    :param timezone: IANA zone; default: the customer's.
-    :param convention: business-day convention (``following`` by default).
-    :param calendar: the rail (``US-FED``, ``GB-BACS``, ``TARGET``) or a calendar code;
-        ``None``: weekends only.
-    :param bank: which bank moves the money (``ledger`` or a registered name).
-    """
-
-    request_key: str
-    from_account: str
-    to_account: str
-    amount: str
-    currency: str
-    local_date: date
-    local_time: str = "09:00"
-    timezone: str | None = None
-    convention: str = "following"
-    calendar: str | None = None
-    memo: str | None = None
-    customer_id: int | None = None
-    bank: str = "ledger"
-    policy: FailurePolicy = field(default_factory=FailurePolicy)
-
-
-@dataclass(frozen=True, slots=True)
-class TransferRow:
-    """A stored scheduled transfer."""
-
-    id: int
-    request_key: str
-    transfer_key: str
-    customer_id: int | None
-    bank: str
-    from_account: str
-    to_account: str
-    amount_minor: int
-    currency: str
-    memo: str | None
-    local_date: date
-    local_time: str
-    timezone: str
-    convention: str
-    calendar: str | None
-    execution_date: date
-    execute_at: datetime
-    status: str
-    version: int
-    attempts: int
-    next_attempt_at: datetime | None
-    run_id: int | None
-    error_code: str | None
-    error_message: str | None
-    executed_at: datetime | None
-    cancelled_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def amount(self) -> Decimal:
-        """The amount as a ``Decimal``."""
-        return from_minor(self.amount_minor, self.currency)
-
-
-# -- the executor's view --------------------------------------------------------------
-
-
-def _load(conn: Connection, ref_id: int, lock: bool) -> Target | None:
-    return _load_many(conn, [ref_id], lock).get(ref_id)
-
-
-#: What an attempt reads of a transfer (not the whole row: a batch reads hundreds).
-_TARGET_COLUMNS = [
-    _T.c[name]
-    for name in ("id", "customer_id", "transfer_key", "bank", "from_account", "to_account",
-                 "amount_minor", "currency", "memo", "status", "attempts", "version",
-                 "execute_at", "next_attempt_at", "run_attempt", "run_id", "max_attempts",
-                 "retry_every_seconds", "retry_window_seconds")
-]  # fmt: skip
-
-
-def _load_many(conn: Connection, ref_ids: Sequence[int], lock: bool) -> dict[int, Target]:
-    """The transfers ``ref_ids`` by id (locked in id order when ``lock``, on PostgreSQL)."""
-    stmt = (
-        select(*_TARGET_COLUMNS)
-        .where(any_of(_T.c.id, sorted(set(ref_ids)), postgres=conn.dialect.name == "postgresql"))
-        .order_by(_T.c.id)
-    )
-    if lock and conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    return {int(row.id): _target(row) for row in conn.execute(stmt)}
-
-
-def _banks(conn: Connection, ref_ids: Sequence[int]) -> dict[int, str]:
-    rows = conn.execute(
-        select(_T.c.id, _T.c.bank).where(
-            any_of(_T.c.id, sorted(set(ref_ids)), postgres=conn.dialect.name == "postgresql")
-        )
-    )
-    return {int(ref): bank for ref, bank in rows}
-
-
-def _target(row: Any) -> Target:
-    return Target(
-        ref_id=int(row.id),
-        customer_id=row.customer_id,
-        transfer_key=row.transfer_key,
-        bank=row.bank,
-        from_account=row.from_account,
-        to_account=row.to_account,
-        amount_minor=int(row.amount_minor),
-        currency=row.currency,
-        memo=row.memo,
-        status=row.status,
-        attempts=int(row.attempts),
-        version=int(row.version),
-        execute_at=row.execute_at,
-        next_attempt_at=row.next_attempt_at,
-        run_attempt=int(row.run_attempt),
-        run_id=row.run_id,
-        policy=FailurePolicy.from_seconds(
-            row.max_attempts, row.retry_every_seconds, row.retry_window_seconds
-        ),
-    )
-
-
-def _run_key(target: Target, attempt: int) -> str:
-    if target.version == 1 and attempt == 1:
-        return target.transfer_key
-    return f"{target.transfer_key}:v{target.version}:a{attempt}"
-
-
-TRANSFERS = Kind(
-    name="transfer",
-    aggregate="transfer",
-    table=_T,
-    job_name=TRANSFER_JOB,
-    waiting_status="executing",
-    load=_load,
-    run_key=_run_key,
-    load_many=_load_many,
-    load_banks=_banks,
-)
+__all__ = ["ScheduledTransfers"]
 
 
 # -- the service ----------------------------------------------------------------------
@@ -663,37 +512,3 @@ def _aware(value: datetime) -> datetime:
 def _digest(body: dict[str, Any]) -> str:
     canonical = {k: v for k, v in body.items() if not k.endswith("_")}
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
-
-
-def _row(row: Any) -> TransferRow:
-    m = row._mapping
-    return TransferRow(
-        id=int(m["id"]),
-        request_key=m["request_key"],
-        transfer_key=m["transfer_key"],
-        customer_id=m["customer_id"],
-        bank=m["bank"],
-        from_account=m["from_account"],
-        to_account=m["to_account"],
-        amount_minor=int(m["amount_minor"]),
-        currency=m["currency"],
-        memo=m["memo"],
-        local_date=m["local_date"],
-        local_time=m["local_time"],
-        timezone=m["timezone"],
-        convention=m["convention"],
-        calendar=m["calendar"],
-        execution_date=m["execution_date"],
-        execute_at=m["execute_at"],
-        status=m["status"],
-        version=int(m["version"]),
-        attempts=int(m["attempts"]),
-        next_attempt_at=m["next_attempt_at"],
-        run_id=m["run_id"],
-        error_code=m["error_code"],
-        error_message=m["error_message"],
-        executed_at=m["executed_at"],
-        cancelled_at=m["cancelled_at"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-    )

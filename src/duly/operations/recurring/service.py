@@ -24,294 +24,43 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from decimal import Decimal
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from duly.banking.errors import BankingError, ErrorCode
-from duly.banking.money import MoneyError, check_currency, from_minor, to_minor
+from duly.banking.money import MoneyError, check_currency, to_minor
 from duly.banking.schema import accounts, customers
 from duly.engine.client import EngineClient
-from duly.engine.store.sql import any_of
 from duly.operations.banks import BankDirectory, default_banks
 from duly.operations.errors import IdempotencyConflict, InvalidRequest, NotFound, StateConflict
-from duly.operations.execution import ACTIVE, Kind, Target, cancel_run, ensure_run, set_state
+from duly.operations.execution.models import ACTIVE
+from duly.operations.execution.outcomes import set_state
+from duly.operations.execution.runs import cancel_run, ensure_run
 from duly.operations.localtime import execution_date, parse_time_of_day, zone
 from duly.operations.outbox import emit
-from duly.operations.plan import PaymentPlan, PlannedOccurrence
-from duly.operations.policy import FailurePolicy
-from duly.operations.recurrence import Recurrence
-from duly.operations.schema import recurring_occurrences, recurring_payments
+from duly.operations.recurring.execution import _O, _P, OCCURRENCES, _load, _set_payment
+from duly.operations.recurring.models import (
+    NewRecurringPayment,
+    OccurrenceRow,
+    PaymentRow,
+    _occurrence,
+    _payment,
+)
+from duly.operations.recurring.planning import PaymentPlan, PlannedOccurrence
+from duly.operations.recurring.recurrence import Recurrence
 from duly.timing.business_days import parse_convention
 from duly.timing.errors import SpecError
 
-__all__ = [
-    "OCCURRENCES",
-    "RECURRING_JOB",
-    "NewRecurringPayment",
-    "OccurrenceRow",
-    "PaymentRow",
-    "RecurringPayments",
-]
+__all__ = ["DEFAULT_HORIZON", "MAX_PER_PASS", "RecurringPayments"]
 
-RECURRING_JOB = "recurring.execute"
 #: How far ahead occurrences (and their runs) are created by default.
 DEFAULT_HORIZON = timedelta(hours=1)
+
 #: Most occurrences one payment gets per materialising pass (the next pass continues).
 MAX_PER_PASS = 500
-
-_P = recurring_payments
-_O = recurring_occurrences
-
-
-@dataclass(frozen=True, slots=True)
-class NewRecurringPayment:
-    """A recurring payment to set up.
-
-    :param frequency: ``weekly``, ``monthly``, ``quarterly``, ``yearly`` or ``rrule``.
-    :param day_of_month: 1–31 or -1 (last day) for monthly/quarterly/yearly; default: the
-        start date's day (clamped to shorter months).
-    :param weekday: 0 (Monday)–6 for weekly; default: the start date's weekday.
-    :param rrule: for ``rrule``: e.g. ``FREQ=MONTHLY;BYMONTHDAY=-1``.
-    :param on_final_failure: ``skip`` (keep paying later occurrences) or ``pause``.
-    """
-
-    request_key: str
-    from_account: str
-    to_account: str
-    amount: str
-    currency: str
-    frequency: str
-    start_date: date
-    interval: int = 1
-    day_of_month: int | None = None
-    weekday: int | None = None
-    rrule: str | None = None
-    end_date: date | None = None
-    count: int | None = None
-    time_of_day: str = "09:00"
-    timezone: str | None = None
-    convention: str = "following"
-    calendar: str | None = None
-    memo: str | None = None
-    customer_id: int | None = None
-    bank: str = "ledger"
-    policy: FailurePolicy = field(default_factory=FailurePolicy)
-    on_final_failure: str = "skip"
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentRow:
-    """A stored recurring payment."""
-
-    id: int
-    request_key: str
-    customer_id: int | None
-    bank: str
-    from_account: str
-    to_account: str
-    amount_minor: int
-    currency: str
-    memo: str | None
-    frequency: str
-    interval: int
-    day_of_month: int | None
-    weekday: int | None
-    rrule: str | None
-    start_date: date
-    end_date: date | None
-    count: int | None
-    time_of_day: str
-    timezone: str
-    convention: str
-    calendar: str | None
-    policy: FailurePolicy
-    on_final_failure: str
-    status: str
-    status_reason: str | None
-    version: int
-    next_index: int
-    next_execute_at: datetime | None
-    created_at: datetime
-
-    @property
-    def amount(self) -> Decimal:
-        """The amount as a ``Decimal``."""
-        return from_minor(self.amount_minor, self.currency)
-
-    @property
-    def plan(self) -> PaymentPlan:
-        """The payment's occurrence plan."""
-        return PaymentPlan(
-            Recurrence(
-                frequency=self.frequency,
-                start=self.start_date,
-                interval=self.interval,
-                day_of_month=self.day_of_month,
-                weekday=self.weekday,
-                rrule=self.rrule,
-                count=self.count,
-                end=self.end_date,
-            ),
-            self.time_of_day,
-            self.timezone,
-            self.convention,
-            self.calendar,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class OccurrenceRow:
-    """A stored occurrence of a recurring payment."""
-
-    id: int
-    payment_id: int
-    seq: int
-    unadjusted_date: date
-    execution_date: date
-    execute_at: datetime
-    transfer_key: str
-    status: str
-    attempts: int
-    next_attempt_at: datetime | None
-    run_id: int | None
-    error_code: str | None
-    error_message: str | None
-    executed_at: datetime | None
-
-
-# -- the executor's view --------------------------------------------------------------
-
-
-def _load(conn: Connection, ref_id: int, lock: bool) -> Target | None:
-    return _load_many(conn, [ref_id], lock).get(ref_id)
-
-
-def _load_many(conn: Connection, ref_ids: Sequence[int], lock: bool) -> dict[int, Target]:
-    """The occurrences ``ref_ids`` with their payments' terms (locked in id order when ``lock``)."""
-    stmt = (
-        select(
-            _O,
-            _P.c.customer_id,
-            _P.c.bank,
-            _P.c.from_account,
-            _P.c.to_account,
-            _P.c.amount_minor,
-            _P.c.currency,
-            _P.c.memo,
-            _P.c.max_attempts,
-            _P.c.retry_every_seconds,
-            _P.c.retry_window_seconds,
-            _P.c.status.label("payment_status"),
-        )
-        .join(_P, _P.c.id == _O.c.payment_id)
-        .where(any_of(_O.c.id, sorted(set(ref_ids)), postgres=conn.dialect.name == "postgresql"))
-        .order_by(_O.c.id)
-    )
-    if lock and conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update(of=_O)
-    return {int(row.id): _target(row) for row in conn.execute(stmt)}
-
-
-def _banks(conn: Connection, ref_ids: Sequence[int]) -> dict[int, str]:
-    rows = conn.execute(
-        select(_O.c.id, _P.c.bank)
-        .join(_P, _P.c.id == _O.c.payment_id)
-        .where(any_of(_O.c.id, sorted(set(ref_ids)), postgres=conn.dialect.name == "postgresql"))
-    )
-    return {int(ref): bank for ref, bank in rows}
-
-
-def _target(row: Any) -> Target:
-    blocked = None
-    if row.status in ACTIVE and row.status != "executing":
-        if row.payment_status == "paused":
-            blocked = ("skipped", "the payment is paused")
-        elif row.payment_status == "cancelled":
-            blocked = ("cancelled", "the payment is cancelled")
-    return Target(
-        ref_id=int(row.id),
-        customer_id=row.customer_id,
-        transfer_key=row.transfer_key,
-        bank=row.bank,
-        from_account=row.from_account,
-        to_account=row.to_account,
-        amount_minor=int(row.amount_minor),
-        currency=row.currency,
-        memo=row.memo,
-        status=row.status,
-        attempts=int(row.attempts),
-        version=0,
-        execute_at=row.execute_at,
-        next_attempt_at=row.next_attempt_at,
-        run_attempt=int(row.run_attempt),
-        run_id=row.run_id,
-        policy=FailurePolicy.from_seconds(
-            row.max_attempts, row.retry_every_seconds, row.retry_window_seconds
-        ),
-        blocked=blocked,
-    )
-
-
-def _run_key(target: Target, attempt: int) -> str:
-    return target.transfer_key if attempt == 1 else f"{target.transfer_key}:a{attempt}"
-
-
-def _after_final_failure(
-    conn: Connection, target: Target, error: BankingError, now: datetime
-) -> None:
-    """Pause the payment if its policy says so or the account cannot be paid from any more."""
-    payment = conn.execute(
-        select(_P.c.id, _P.c.status, _P.c.version, _P.c.on_final_failure)
-        .join(_O, _O.c.payment_id == _P.c.id)
-        .where(_O.c.id == target.ref_id)
-    ).one()
-    terminal_for_account = error.code == ErrorCode.ACCOUNT_CLOSED
-    if payment.status != "active" or not (
-        terminal_for_account or payment.on_final_failure == "pause"
-    ):
-        return
-    reason = f"paused after occurrence {target.ref_id} failed: {error.code}"
-    _set_payment(conn, int(payment.id), int(payment.version), "paused", now, reason)
-
-
-def _set_payment(
-    conn: Connection, payment_id: int, version: int, status: str, now: datetime, reason: str | None
-) -> None:
-    conn.execute(
-        update(_P)
-        .where(_P.c.id == payment_id)
-        .values(status=status, status_reason=reason, version=version + 1, updated_at=now)
-    )
-    emit(
-        conn,
-        event_type=f"recurring_payment.{status}",
-        aggregate="recurring_payment",
-        aggregate_id=payment_id,
-        dedupe_key=f"recurring_payment:{payment_id}:v{version + 1}",
-        payload={"status": status, "reason": reason, "version": version + 1},
-        now=now,
-    )
-
-
-OCCURRENCES = Kind(
-    name="occurrence",
-    aggregate="occurrence",
-    table=_O,
-    job_name=RECURRING_JOB,
-    waiting_status="retrying",
-    load=_load,
-    run_key=_run_key,
-    after_final_failure=_after_final_failure,
-    load_many=_load_many,
-    load_banks=_banks,
-)
 
 
 # -- the service ----------------------------------------------------------------------
@@ -761,61 +510,4 @@ def _plan_of(body: dict[str, Any]) -> PaymentPlan:
         body["timezone"],
         body["convention"],
         body["calendar"],
-    )
-
-
-def _payment(row: Any) -> PaymentRow:
-    m = row._mapping
-    return PaymentRow(
-        id=int(m["id"]),
-        request_key=m["request_key"],
-        customer_id=m["customer_id"],
-        bank=m["bank"],
-        from_account=m["from_account"],
-        to_account=m["to_account"],
-        amount_minor=int(m["amount_minor"]),
-        currency=m["currency"],
-        memo=m["memo"],
-        frequency=m["frequency"],
-        interval=int(m["interval"]),
-        day_of_month=m["day_of_month"],
-        weekday=m["weekday"],
-        rrule=m["rrule"],
-        start_date=m["start_date"],
-        end_date=m["end_date"],
-        count=m["count"],
-        time_of_day=m["time_of_day"],
-        timezone=m["timezone"],
-        convention=m["convention"],
-        calendar=m["calendar"],
-        policy=FailurePolicy.from_seconds(
-            m["max_attempts"], m["retry_every_seconds"], m["retry_window_seconds"]
-        ),
-        on_final_failure=m["on_final_failure"],
-        status=m["status"],
-        status_reason=m["status_reason"],
-        version=int(m["version"]),
-        next_index=int(m["next_index"]),
-        next_execute_at=m["next_execute_at"],
-        created_at=m["created_at"],
-    )
-
-
-def _occurrence(row: Any) -> OccurrenceRow:
-    m = row._mapping
-    return OccurrenceRow(
-        id=int(m["id"]),
-        payment_id=int(m["payment_id"]),
-        seq=int(m["seq"]),
-        unadjusted_date=m["unadjusted_date"],
-        execution_date=m["execution_date"],
-        execute_at=m["execute_at"],
-        transfer_key=m["transfer_key"],
-        status=m["status"],
-        attempts=int(m["attempts"]),
-        next_attempt_at=m["next_attempt_at"],
-        run_id=m["run_id"],
-        error_code=m["error_code"],
-        error_message=m["error_message"],
-        executed_at=m["executed_at"],
     )

@@ -1,0 +1,1 @@
+"""The nightly premium balance check, its results and its monitoring figures."""

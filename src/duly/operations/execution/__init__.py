@@ -1,0 +1,1 @@
+"""One attempt of a money movement, shared by scheduled transfers and recurring payments."""

@@ -1,0 +1,1 @@
+"""A customer's execution history over every operation kind."""

@@ -1,0 +1,1 @@
+"""Notification wiring of the operations: the outbox relay and the notify parts they use."""

@@ -1,0 +1,1 @@
+"""Recurring payments: weekly, monthly, quarterly, yearly or an RRULE."""

@@ -1,0 +1,1 @@
+"""Payment reminders: planned per occurrence and channel, sent at most once."""

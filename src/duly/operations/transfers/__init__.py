@@ -1,0 +1,1 @@
+"""Scheduled transfers: one-off money movements at a local date and time."""
