@@ -1,6 +1,7 @@
 """Wiring: settings → store, job registry, engine options, system schedules, a running node.
 
-The CLI and (later) the API build their parts here, so both start the same system.
+This is the composition root: the CLI (and the API and dashboard beside it) build their
+parts here, so every entry point starts the same system. Nothing below imports it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ from duly.engine.options import EngineOptions, default_node_name
 from duly.engine.registry import JobRegistry, default_registry
 from duly.engine.store.base import NewSchedule
 from duly.engine.store.sql import SqlStore, create_db_engine
+from duly.metrics import start_metrics_server, with_run_metrics
+from duly.operations.balance_check.jobs import balance_check_registry
+from duly.operations.balance_check.models import JOB_NAME as BALANCE_CHECK_JOB
+from duly.operations.balance_check.planning import balance_check_schedule
+from duly.operations.jobs import operations_registry
+from duly.operations.notifications.wiring import start_notifications
+from duly.operations.sweep import SWEEP_JOB, sweep_schedule
 
 __all__ = ["DatabaseNotReady", "System", "build_system", "engine_options", "open_store", "run_node"]
 
@@ -81,9 +89,6 @@ def job_registry(settings: Settings | None = None) -> JobRegistry:
 
     ``daily_balance_check`` is configured by ``settings`` (the defaults without them).
     """
-    from duly.operations.balance_check.jobs import balance_check_registry  # issue 5
-    from duly.operations.jobs import operations_registry  # money movement (issue 4)
-
     balance = balance_check_registry(settings.jobs.daily_balance_check if settings else None)
     return builtin_registry.merged(default_registry).merged(operations_registry).merged(balance)
 
@@ -138,13 +143,8 @@ class System:
             )
             for s in self.settings.schedules
         ]
-        from duly.operations.balance_check.models import JOB_NAME
-        from duly.operations.balance_check.planning import balance_check_schedule
-
-        if JOB_NAME in self.registry:  # the nightly balance check (issue 5)
+        if BALANCE_CHECK_JOB in self.registry:
             wanted.append(balance_check_schedule(self.settings.jobs.daily_balance_check, grace))
-        from duly.operations.sweep import SWEEP_JOB, sweep_schedule
-
         # The sweep enqueues runs for work due within its horizon (recurring occurrences,
         # payment retries), each at its own time, so hourly passes with a two-hour horizon
         # keep every operation on time; `serve --demo` runs it every minute.
@@ -183,18 +183,15 @@ async def run_node(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    from duly.metrics import with_run_metrics  # issue 6
-    from duly.operations.notifications.wiring import start_notifications  # issue 6
-
     options = with_run_metrics(system.options)
     node = Node(system.store, system.registry, system.clock, options, roles=roles)
 
-    notify = await start_notifications(system, roles)
+    notify = await start_notifications(
+        system.settings.notify, system.store, system.clock, system.options, roles
+    )
     metrics = None
     api = system.settings.api
-    if api.metrics_port is not None:  # /metrics for Prometheus (issue 6)
-        from duly.metrics import start_metrics_server
-
+    if api.metrics_port is not None:  # /metrics for Prometheus
         metrics = start_metrics_server(system.store, system.clock, api.metrics_port, api.host)
     try:
         await node.run_until(stop)

@@ -1,6 +1,6 @@
 """The transactional outbox: events written in the same transaction as their state change.
 
-A relay (later: the notifications issue) publishes unpublished rows in id order, at least
+The relay (:class:`~duly.operations.notifications.relay.OutboxRelay`) publishes unpublished rows in id order, at least
 once; consumers deduplicate by ``dedupe_key``. Because the row commits with the change, a
 crash can lose neither (finance-rules.md §2.5, checklist 22 and 27).
 """

@@ -10,7 +10,6 @@ from __future__ import annotations
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 import httpx
 
@@ -29,9 +28,6 @@ from duly.notify.templates import Templates
 from duly.operations.notifications.relay import OutboxRelay
 from duly.operations.reminders.guards import reminder_guard, reminder_guards
 from duly.operations.reminders.service import ReminderPlanner
-
-if TYPE_CHECKING:
-    from duly.runtime import System
 
 __all__ = ["Notifications", "RunningNotifications", "build_notifications", "start_notifications"]
 
@@ -165,13 +161,16 @@ class RunningNotifications:
 
 
 async def start_notifications(
-    system: System, roles: tuple[str, ...]
+    settings: NotifySettings,
+    store: SqlStore,
+    clock: Clock,
+    options: EngineOptions,
+    roles: tuple[str, ...],
 ) -> RunningNotifications | None:
     """Start the notification loops on a node with the ``worker`` role (if enabled)."""
-    settings = system.settings.notify
     if not settings.enabled or "worker" not in roles:
         return None
-    parts = build_notifications(settings, system.store, system.clock)
-    runner = parts.runner(system.options)
+    parts = build_notifications(settings, store, clock)
+    runner = parts.runner(options)
     await runner.start()
     return RunningNotifications(parts, runner)
