@@ -46,7 +46,7 @@ from duly.engine.store.base import NewAlert
 from duly.operations.balance_check.models import JOB_NAME, Decision, PremiumCustomer, Result
 from duly.operations.balance_check.planning import business_date_of, classify, error_of
 from duly.operations.balance_check.service import (
-    _Recorder,
+    ResultRecorder,
     decided_customers,
     default_port,
     load_premium_customers,
@@ -182,7 +182,7 @@ async def run_check(
         bank=cfg.bank,
     )
     port = ports(cfg, engine, clock)
-    recorder = _Recorder(ctx, engine, day)
+    recorder = ResultRecorder(ctx, engine, day)
     try:
         batch: BatchSummary = await run_batch(
             ctx,

@@ -197,7 +197,7 @@ def _directory_port(
         raise JobError("VALIDATION_ERROR", str(exc), retryable=False) from None
 
 
-class _Recorder:
+class ResultRecorder:
     """Writes a chunk of results in one transaction: result rows, outbox events, error logs."""
 
     def __init__(self, ctx: JobContext, engine: Engine, business_date: date) -> None:

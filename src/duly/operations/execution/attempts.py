@@ -38,19 +38,19 @@ from duly.banking.port import TransferResult
 from duly.engine.context import JobContext
 from duly.engine.store.sql import SqlStore, insert_rows
 from duly.operations.banks import BankDirectory
-from duly.operations.execution.bank_calls import _call_bank, _call_banks, _move, _request
+from duly.operations.execution.bank_calls import call_bank, call_banks, move_money, transfer_request
 from duly.operations.execution.models import Kind, Target, payment_attempts
 from duly.operations.execution.outcomes import (
-    _event,
-    _executing_event,
-    _mark_executed,
-    _mark_executing,
-    _record,
-    _skip_reason,
+    executing_event,
     log,
+    mark_executed,
+    mark_executing,
+    record_outcome,
     set_state,
+    skip_reason,
+    state_event,
 )
-from duly.operations.execution.runs import _store
+from duly.operations.execution.runs import store_of
 from duly.operations.outbox import emit_many
 
 __all__ = ["execute", "execute_many"]
@@ -61,7 +61,7 @@ __all__ = ["execute", "execute_many"]
 
 def execute(ctx: JobContext, kind: Kind, banks: BankDirectory) -> dict[str, Any]:
     """Run one attempt (the body of ``transfers.execute`` and ``recurring.execute``)."""
-    store = _store(ctx)
+    store = store_of(ctx)
     ref_id, attempt, version = _args(ctx)
     started = ctx.clock.now()
     with store.engine.connect() as conn:
@@ -91,7 +91,7 @@ def execute_many(ctxs: Sequence[JobContext], kind: Kind, banks: BankDirectory) -
     """
     if len(ctxs) == 1:
         return [_caught(execute, ctxs[0], kind, banks)]
-    store = _store(ctxs[0])
+    store = store_of(ctxs[0])
     clock = ctxs[0].clock
     with store.engine.connect() as conn:
         bank_of = kind.banks(conn, [_args(c)[0] for c in ctxs])
@@ -140,7 +140,7 @@ def _before_moving(
     started: datetime,
 ) -> dict[str, Any] | None:
     """The attempt's summary if it must not move money (done, rescheduled, blocked), else None."""
-    reason = _skip_reason(target, attempt, version)
+    reason = skip_reason(target, attempt, version)
     if reason is not None or target is None:
         return {"outcome": "noop", "reason": reason}
     if target.blocked is not None:
@@ -169,9 +169,11 @@ def _execute_in(
     if target.status != "executing":
         set_state(conn, kind, target, "executing", started, event="executing",
                   dedupe=f"executing:a{attempt}", payload={"attempt": attempt})  # fmt: skip
-    bank = banks.get(target.bank, _store(ctx).engine, ctx.clock)
-    outcome = _move(bank, target, conn)
-    return _record(conn, kind, target, attempt, outcome, ctx.run_id, started, ctx.clock.now())
+    bank = banks.get(target.bank, store_of(ctx).engine, ctx.clock)
+    outcome = move_money(bank, target, conn)
+    return record_outcome(
+        conn, kind, target, attempt, outcome, ctx.run_id, started, ctx.clock.now()
+    )
 
 
 def _execute_together(
@@ -202,9 +204,9 @@ def _move_many(
         bank = banks.get(name, store.engine, clock)
         many = getattr(bank, "transfer_many", None)
         if many is None:
-            outcomes.update({t.ref_id: _move(bank, t, conn) for t in group})
+            outcomes.update({t.ref_id: move_money(bank, t, conn) for t in group})
             continue
-        requests = [_request(t) for t in group]
+        requests = [transfer_request(t) for t in group]
         outcomes.update(zip([t.ref_id for t in group], many(requests, conn=conn), strict=True))
     return [outcomes[t.ref_id] for t in targets]
 
@@ -217,10 +219,10 @@ def _record_many(
     started: datetime,
     now: datetime,
 ) -> dict[int, Any]:
-    """:func:`_record` for many attempts: successes with one statement per table."""
+    """:func:`record_outcome` for many attempts: successes with one statement per table."""
     out: dict[int, Any] = {}
     events = [
-        _executing_event(kind, target, attempt)
+        executing_event(kind, target, attempt)
         for _, target, attempt in moving
         if target.status != "executing"
     ]
@@ -238,18 +240,20 @@ def _record_many(
                              "status": "succeeded", "error_code": None,
                              "error_message": None})  # fmt: skip
         executed.append({"ref": target.ref_id, "made": attempt})
-        events.append(_event(kind, target, "executed", "executed",
+        events.append(state_event(kind, target, "executed", "executed",
                              {"status": "executed", "attempt": attempt,
                               "replayed": outcome.exists}))  # fmt: skip
         out[ctx.run_id] = {"outcome": "executed", "attempt": attempt, "replayed": outcome.exists}
     if executed:
         insert_rows(conn, payment_attempts, attempt_rows)
-        _mark_executed(conn, kind.table, executed, now)
+        mark_executed(conn, kind.table, executed, now)
         emit_many(conn, events, now)
         log.info("payment.executed_batch", kind=kind.name, executed=len(executed),
                  failed=len(failures))  # fmt: skip
     for ctx, target, attempt, error in failures:
-        out[ctx.run_id] = _record(conn, kind, target, attempt, error, ctx.run_id, started, now)
+        out[ctx.run_id] = record_outcome(
+            conn, kind, target, attempt, error, ctx.run_id, started, now
+        )
     return out
 
 
@@ -259,19 +263,19 @@ def _execute_apart(ctxs: Sequence[JobContext], kind: Kind, banks: BankDirectory)
     1. one short transaction of its own marks them all ``executing`` (so that is what the
        rows show while the banks are called);
     2. the calls, outside any transaction, each transfer with its key: set-based per chunk
-       where the bank takes many (:func:`_call_banks`), in parallel; a technical failure
+       where the bank takes many (:func:`call_banks`), in parallel; a technical failure
        before the run's last try fails that run, for the engine to retry;
     3. the outcomes recorded on the batch's transaction, each re-checked under lock.
     """
-    store = _store(ctxs[0])
+    store = store_of(ctxs[0])
     clock = ctxs[0].clock
     started = clock.now()
     out: dict[int, Any] = {}
     with store.engine.begin() as conn:
         moving = _startable(conn, kind, ctxs, started, out)
-        _mark_executing(conn, kind, [(t, a) for _, t, a in moving if t.status != "executing"],
+        mark_executing(conn, kind, [(t, a) for _, t, a in moving if t.status != "executing"],
                         started)  # fmt: skip
-    called = _call_banks(moving, banks, store)
+    called = call_banks(moving, banks, store)
     done: list[tuple[JobContext, Target, int]] = []
     outcomes: list[TransferResult | BankingError] = []
     for (ctx, target, attempt), (outcome, raised) in zip(moving, called, strict=True):
@@ -290,7 +294,7 @@ def _execute_apart(ctxs: Sequence[JobContext], kind: Kind, banks: BankDirectory)
         for (ctx, _, attempt), outcome in zip(done, outcomes, strict=True):
             ref_id, _, version = _args(ctx)
             now_target = current.get(ref_id)
-            reason = _skip_reason(now_target, attempt, version)
+            reason = skip_reason(now_target, attempt, version)
             if now_target is None or reason is not None:
                 out[ctx.run_id] = {"outcome": "noop", "reason": reason}
                 continue
@@ -334,7 +338,7 @@ def _call_external(
     Returns the attempt's summary if there is nothing to move, else what :func:`_record_external`
     needs. A technical failure before the run's last try raises, for the engine to retry.
     """
-    store = _store(ctx)
+    store = store_of(ctx)
     ref_id, attempt, version = _args(ctx)
     with store.engine.begin() as conn:
         target = kind.load(conn, ref_id, True)
@@ -344,7 +348,7 @@ def _call_external(
         if target.status != "executing":
             set_state(conn, kind, target, "executing", started, event="executing",
                       dedupe=f"executing:a{attempt}", payload={"attempt": attempt})  # fmt: skip
-    return target, _call_bank(ctx, target, banks, store), started
+    return target, call_bank(ctx, target, banks, store), started
 
 
 def _record_external(
@@ -355,7 +359,9 @@ def _record_external(
     ref_id, attempt, version = _args(ctx)
     with ctx.transaction() as conn:
         current = kind.load(conn, ref_id, True)
-        reason = _skip_reason(current, attempt, version)
+        reason = skip_reason(current, attempt, version)
         if current is None or reason is not None:
             return {"outcome": "noop", "reason": reason}
-        return _record(conn, kind, current, attempt, outcome, ctx.run_id, started, ctx.clock.now())
+        return record_outcome(
+            conn, kind, current, attempt, outcome, ctx.run_id, started, ctx.clock.now()
+        )

@@ -49,7 +49,7 @@ EXTERNAL_CHUNK = 100
 Called = tuple[TransferResult | BankingError | None, Exception | None]
 
 
-def _call_banks(
+def call_banks(
     moving: list[tuple[JobContext, Target, int]], banks: BankDirectory, store: SqlStore
 ) -> list[Called]:
     """Each attempt's bank outcome (a refusal is one) or what fails its run, in order.
@@ -76,9 +76,9 @@ def _call_unit(unit: tuple[Any, list[tuple[JobContext, Target, int]]]) -> list[C
     bank, items = unit
     try:
         if len(items) == 1 and not callable(getattr(bank, "transfer_many", None)):
-            raw = [_move(bank, items[0][1], None)]
+            raw = [move_money(bank, items[0][1], None)]
         else:
-            raw = list(bank.transfer_many([_request(t) for _, t, _ in items]))
+            raw = list(bank.transfer_many([transfer_request(t) for _, t, _ in items]))
     except Exception as exc:  # a bug in the adapter: fails these runs, for the engine
         return [(None, exc)] * len(items)
     out: list[Called] = []
@@ -90,17 +90,17 @@ def _call_unit(unit: tuple[Any, list[tuple[JobContext, Target, int]]]) -> list[C
     return out
 
 
-def _request(target: Target) -> TransferRequest:
+def transfer_request(target: Target) -> TransferRequest:
     return TransferRequest(target.from_account, target.to_account, target.amount_minor,
                            target.currency, target.transfer_key)  # fmt: skip
 
 
-def _call_bank(
+def call_bank(
     ctx: JobContext, target: Target, banks: BankDirectory, store: SqlStore
 ) -> TransferResult | BankingError:
     """Call the operation's bank with its key, outside any transaction (see :func:`_settle`)."""
     bank = banks.get(target.bank, store.engine, ctx.clock)
-    return _settle(ctx, bank, target, _move(bank, target, None))
+    return _settle(ctx, bank, target, move_money(bank, target, None))
 
 
 def _settle(
@@ -118,7 +118,7 @@ def _settle(
     return outcome
 
 
-def _move(bank: Any, target: Target, conn: Connection | None) -> TransferResult | BankingError:
+def move_money(bank: Any, target: Target, conn: Connection | None) -> TransferResult | BankingError:
     try:
         result: TransferResult = bank.transfer(
             target.from_account,

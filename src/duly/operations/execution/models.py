@@ -32,7 +32,7 @@ from duly.operations.policy import FailurePolicy
 __all__ = ["ACTIVE", "FINAL", "TECHNICAL", "Kind", "Target", "payment_attempts"]
 
 
-def _execution_columns() -> list[Column[Any]]:
+def execution_columns() -> list[Column[Any]]:
     """The columns the executor reads and writes on a transfer or an occurrence."""
     return [
         Column("transfer_key", String(255), nullable=False, unique=True),
@@ -51,7 +51,7 @@ def _execution_columns() -> list[Column[Any]]:
     ]
 
 
-def _policy_columns() -> list[Column[Any]]:
+def policy_columns() -> list[Column[Any]]:
     """The failure policy for transient failures (finance-rules.md §4)."""
     return [
         Column("max_attempts", Integer, nullable=False),

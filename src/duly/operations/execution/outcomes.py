@@ -53,7 +53,7 @@ def set_state(
     )
 
 
-def _skip_reason(target: Target | None, attempt: int, version: int | None) -> str | None:
+def skip_reason(target: Target | None, attempt: int, version: int | None) -> str | None:
     if target is None:
         return "missing"
     if target.status in FINAL:
@@ -67,7 +67,7 @@ def _skip_reason(target: Target | None, attempt: int, version: int | None) -> st
     return None
 
 
-def _mark_executed(
+def mark_executed(
     conn: Connection, table: Table, rows: list[dict[str, Any]], now: datetime
 ) -> None:
     """Set rows ``{"ref": id, "made": attempts}`` of ``table`` executed, with one statement."""
@@ -98,7 +98,7 @@ def _mark_executed(
     )
 
 
-def _event(
+def state_event(
     kind: Kind, target: Target, status: str, dedupe: str, payload: dict[str, Any]
 ) -> NewEvent:
     """The outbox event :func:`set_state` writes for ``status``."""
@@ -111,7 +111,7 @@ def _event(
     )
 
 
-def _mark_executing(
+def mark_executing(
     conn: Connection, kind: Kind, items: list[tuple[Target, int]], now: datetime
 ) -> None:
     """Set operations ``executing`` with their outbox events, with one statement each."""
@@ -123,14 +123,14 @@ def _mark_executing(
         .where(any_of(kind.table.c.id, [t.ref_id for t, _ in items], postgres=pg))
         .values(status="executing", updated_at=now)
     )
-    emit_many(conn, [_executing_event(kind, t, a) for t, a in items], now)
+    emit_many(conn, [executing_event(kind, t, a) for t, a in items], now)
 
 
-def _executing_event(kind: Kind, target: Target, attempt: int) -> NewEvent:
-    return _event(kind, target, "executing", f"executing:a{attempt}", {"attempt": attempt})
+def executing_event(kind: Kind, target: Target, attempt: int) -> NewEvent:
+    return state_event(kind, target, "executing", f"executing:a{attempt}", {"attempt": attempt})
 
 
-def _record(
+def record_outcome(
     conn: Connection,
     kind: Kind,
     target: Target,

@@ -15,7 +15,7 @@ from duly.engine.errors import RunConflict
 from duly.engine.store.schema import runs
 from duly.engine.store.sql import SqlStore
 from duly.operations.execution.models import ACTIVE, Kind
-from duly.operations.execution.outcomes import _record, set_state
+from duly.operations.execution.outcomes import record_outcome, set_state
 
 __all__ = ["cancel_run", "ensure_run", "reconcile_run"]
 
@@ -91,11 +91,13 @@ def reconcile_run(engine: Engine, kind: Kind, ref_id: int, now: datetime) -> str
             return "cancelled"
         code = run.error_code or "INTERNAL"
         error = BankingError(code, run.error_message or code)
-        _record(conn, kind, target, attempt, error, target.run_id, run.started_at or now, now)
+        record_outcome(
+            conn, kind, target, attempt, error, target.run_id, run.started_at or now, now
+        )
         return "failed_attempt"
 
 
-def _store(ctx: JobContext) -> SqlStore:
+def store_of(ctx: JobContext) -> SqlStore:
     store = ctx._store
     if store is None:
         raise RuntimeError("this job needs a running engine (ctx has no store)")

@@ -29,7 +29,7 @@ _O = recurring_occurrences
 # -- the executor's view --------------------------------------------------------------
 
 
-def _load(conn: Connection, ref_id: int, lock: bool) -> Target | None:
+def load_target(conn: Connection, ref_id: int, lock: bool) -> Target | None:
     return _load_many(conn, [ref_id], lock).get(ref_id)
 
 
@@ -118,10 +118,10 @@ def _after_final_failure(
     ):
         return
     reason = f"paused after occurrence {target.ref_id} failed: {error.code}"
-    _set_payment(conn, int(payment.id), int(payment.version), "paused", now, reason)
+    set_payment_status(conn, int(payment.id), int(payment.version), "paused", now, reason)
 
 
-def _set_payment(
+def set_payment_status(
     conn: Connection, payment_id: int, version: int, status: str, now: datetime, reason: str | None
 ) -> None:
     conn.execute(
@@ -146,7 +146,7 @@ OCCURRENCES = Kind(
     table=_O,
     job_name=RECURRING_JOB,
     waiting_status="retrying",
-    load=_load,
+    load=load_target,
     run_key=_run_key,
     after_final_failure=_after_final_failure,
     load_many=_load_many,

@@ -32,8 +32,8 @@ from duly.banking.money import from_minor
 from duly.engine.store.schema import metadata
 from duly.engine.store.types import IdType, UTCDateTime
 from duly.operations.execution.models import (
-    _execution_columns,
-    _policy_columns,
+    execution_columns,
+    policy_columns,
 )
 from duly.operations.policy import FailurePolicy
 from duly.operations.recurring.planning import PaymentPlan
@@ -74,7 +74,7 @@ recurring_payments = Table(
     Column("timezone", String(64), nullable=False),
     Column("convention", String(24), nullable=False),
     Column("calendar", String(32)),
-    *_policy_columns(),
+    *policy_columns(),
     # skip: keep paying later occurrences after a final failure; pause: pause the payment.
     Column("on_final_failure", String(8), nullable=False, server_default="skip"),
     Column("status", String(16), nullable=False),
@@ -106,7 +106,7 @@ recurring_occurrences = Table(
     Column("seq", Integer, nullable=False),
     Column("unadjusted_date", Date, nullable=False),
     Column("execution_date", Date, nullable=False),
-    *_execution_columns(),
+    *execution_columns(),
     UniqueConstraint("payment_id", "unadjusted_date"),
     CheckConstraint(
         "status IN ('scheduled', 'executing', 'retrying', 'executed', 'failed', 'skipped', "
@@ -243,7 +243,7 @@ class OccurrenceRow:
     executed_at: datetime | None
 
 
-def _payment(row: Any) -> PaymentRow:
+def payment_row(row: Any) -> PaymentRow:
     m = row._mapping
     return PaymentRow(
         id=int(m["id"]),
@@ -280,7 +280,7 @@ def _payment(row: Any) -> PaymentRow:
     )
 
 
-def _occurrence(row: Any) -> OccurrenceRow:
+def occurrence_row(row: Any) -> OccurrenceRow:
     m = row._mapping
     return OccurrenceRow(
         id=int(m["id"]),

@@ -41,13 +41,15 @@ from duly.operations.execution.outcomes import set_state
 from duly.operations.execution.runs import cancel_run, ensure_run
 from duly.operations.localtime import execution_date, parse_time_of_day, zone
 from duly.operations.outbox import emit
-from duly.operations.recurring.execution import _O, _P, OCCURRENCES, _load, _set_payment
+from duly.operations.recurring.execution import OCCURRENCES, load_target, set_payment_status
 from duly.operations.recurring.models import (
     NewRecurringPayment,
     OccurrenceRow,
     PaymentRow,
-    _occurrence,
-    _payment,
+    occurrence_row,
+    payment_row,
+    recurring_occurrences,
+    recurring_payments,
 )
 from duly.operations.recurring.planning import PaymentPlan, PlannedOccurrence
 from duly.operations.recurring.recurrence import Recurrence
@@ -55,6 +57,9 @@ from duly.timing.business_days import parse_convention
 from duly.timing.errors import SpecError
 
 __all__ = ["DEFAULT_HORIZON", "MAX_PER_PASS", "RecurringPayments"]
+
+_P = recurring_payments
+_O = recurring_occurrences
 
 #: How far ahead occurrences (and their runs) are created by default.
 DEFAULT_HORIZON = timedelta(hours=1)
@@ -148,7 +153,7 @@ class RecurringPayments:
         """The payment ``payment_id``, if any."""
         with self.engine.connect() as conn:
             row = conn.execute(select(_P).where(_P.c.id == payment_id)).one_or_none()
-        return _payment(row) if row is not None else None
+        return payment_row(row) if row is not None else None
 
     def find(
         self,
@@ -166,7 +171,7 @@ class RecurringPayments:
             conds.append(_P.c.status == status)
         with self.engine.connect() as conn:
             rows = conn.execute(select(_P).where(*conds).order_by(_P.c.id).limit(limit)).all()
-        return [_payment(r) for r in rows]
+        return [payment_row(r) for r in rows]
 
     def occurrences(self, payment_id: int) -> list[OccurrenceRow]:
         """The payment's occurrences so far, in order."""
@@ -174,7 +179,7 @@ class RecurringPayments:
             rows = conn.execute(
                 select(_O).where(_O.c.payment_id == payment_id).order_by(_O.c.seq)
             ).all()
-        return [_occurrence(r) for r in rows]
+        return [occurrence_row(r) for r in rows]
 
     def preview(self, payment_id: int, count: int = 10) -> list[PlannedOccurrence]:
         """The next ``count`` occurrences from now, as planned.
@@ -205,8 +210,8 @@ class RecurringPayments:
             row = self._lock(conn, payment_id)
             if row.status != "paused":
                 raise StateConflict(f"recurring payment {payment_id} is {row.status}, not paused")
-            self._materialize_on(conn, _payment(row), until=now, now=now)  # skip what fell due
-            _set_payment(conn, payment_id, int(row.version), "active", now, None)
+            self._materialize_on(conn, payment_row(row), until=now, now=now)  # skip what fell due
+            set_payment_status(conn, payment_id, int(row.version), "active", now, None)
         self.materialize(payment_id)
         out = self.get(payment_id)
         assert out is not None
@@ -233,14 +238,14 @@ class RecurringPayments:
             )
             run_ids = []
             for occ_id in pending:
-                target = _load(conn, int(occ_id), True)
+                target = load_target(conn, int(occ_id), True)
                 assert target is not None
                 set_state(conn, OCCURRENCES, target, "cancelled", now, event="cancelled",
                           dedupe="cancelled", payload={"reason": "the payment was cancelled"},
                           next_attempt_at=None)  # fmt: skip
                 run_ids.append(target.run_id)
             conn.execute(update(_P).where(_P.c.id == payment_id).values(next_execute_at=None))
-            _set_payment(conn, payment_id, int(row.version), "cancelled", now, "cancelled")
+            set_payment_status(conn, payment_id, int(row.version), "cancelled", now, "cancelled")
         for run_id in run_ids:
             cancel_run(self.store, run_id, now)
         out = self.get(payment_id)
@@ -254,7 +259,9 @@ class RecurringPayments:
         now = self.clock.now()
         with self.engine.begin() as conn:
             row = self._lock(conn, payment_id)
-            created = self._materialize_on(conn, _payment(row), until=now + self.horizon, now=now)
+            created = self._materialize_on(
+                conn, payment_row(row), until=now + self.horizon, now=now
+            )
         self._ensure_runs(payment_id)
         return created
 
@@ -339,7 +346,7 @@ class RecurringPayments:
             .values(next_index=seq, next_execute_at=next_at, updated_at=now)
         )
         if exhausted and not paused:
-            _set_payment(
+            set_payment_status(
                 conn, payment.id, payment.version, "completed", now, "every occurrence is scheduled"
             )
         return created
@@ -380,7 +387,7 @@ class RecurringPayments:
             row = self._lock(conn, payment_id)
             if row.status not in allowed:
                 raise StateConflict(f"recurring payment {payment_id} is {row.status}")
-            _set_payment(conn, payment_id, int(row.version), status, now, reason)
+            set_payment_status(conn, payment_id, int(row.version), status, now, reason)
         out = self.get(payment_id)
         assert out is not None
         return out
@@ -394,7 +401,7 @@ class RecurringPayments:
             raise IdempotencyConflict(
                 f"idempotency key {row.request_key!r} was used for a different payment; nothing changed"
             )
-        return _payment(row)
+        return payment_row(row)
 
     def _normalise(self, new: NewRecurringPayment) -> dict[str, Any]:
         if not new.request_key or len(new.request_key) > 255:

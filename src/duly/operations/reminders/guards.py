@@ -18,11 +18,8 @@ from duly.operations.transfers.models import scheduled_transfers
 __all__ = ["reminder_guard", "reminder_guards"]
 
 _R = reminders
-
 _T = scheduled_transfers
-
 _P = recurring_payments
-
 _O = recurring_occurrences
 
 

@@ -129,6 +129,6 @@ def plan_times(
     return out
 
 
-def _lookahead(offsets: Iterable[str], horizon_hours: float) -> timedelta:
+def offsets_lookahead(offsets: Iterable[str], horizon_hours: float) -> timedelta:
     spans = [offset_span(o) for o in offsets] or [timedelta(0)]
     return max(spans) + timedelta(hours=horizon_hours)

@@ -22,14 +22,19 @@ Rules (finance-rules.md §5, checklist 23–26):
   ``<occurrence_key>:v<version>:<offset>:<channel>`` — at most one per key.
 * Cancelling, pausing or rescheduling cancels the pending deliveries of the old plan (the
   relay does it when it reads the state change from the outbox), and the sender re-reads
-  the operation just before sending (:func:`reminder_guard`): a reminder for an operation
+  the operation just before sending (:func:`~duly.operations.reminders.guards.reminder_guard`): a reminder for an operation
   that was cancelled, moved or has started is not sent even if it was already queued.
-* A reschedule sends one ``date_changed`` notice per channel (see :mod:`.notifications`).
+* A reschedule sends one ``date_changed`` notice per channel (see :mod:`duly.operations.notifications.relay`).
 
 Scheduled transfers are planned from their outbox events; recurring payments from their
 events and by :meth:`ReminderPlanner.sweep`, which plans each occurrence once it is within
 the longest offset plus ``horizon_hours`` (occurrence rows are only materialised an hour
 ahead, so the plan is computed from the payment's recurrence).
+
+The pure timing rules are in :mod:`.planning` and the pre-send check in :mod:`.guards`;
+:class:`ReminderPlanner` stays whole (about 500 lines) because planning, re-planning on
+an offset change and cancelling share one invariant — a reminder key is planned at most
+once — that reads best in one place.
 """
 
 from __future__ import annotations
@@ -53,23 +58,26 @@ from duly.notify.deliveries import (
     enqueue_many,
 )
 from duly.notify.recipients import customer_contact, customer_contacts, customer_targets
-from duly.notify.schema import deliveries, reminder_overrides, reminder_plans
-from duly.operations.recurring.models import _payment
-from duly.operations.reminders.guards import _O, _P, _R, _T
+from duly.notify.schema import deliveries, reminder_overrides, reminder_plans, reminders
+from duly.operations.recurring.models import payment_row, recurring_occurrences, recurring_payments
 from duly.operations.reminders.planning import (
     PlannedReminder,
-    _lookahead,
     offset_span,
+    offsets_lookahead,
     parse_offset,
     plan_times,
 )
+from duly.operations.transfers.models import scheduled_transfers
 
 __all__ = ["ReminderPlanner"]
 
 log = structlog.get_logger("duly.reminders")
 
+_R = reminders
 _PL = reminder_plans
-
+_T = scheduled_transfers
+_P = recurring_payments
+_O = recurring_occurrences
 _OV = reminder_overrides
 
 
@@ -291,9 +299,9 @@ class ReminderPlanner:
             return 0
         if row.status != "active":
             return 0
-        payment = _payment(row)
+        payment = payment_row(row)
         own = _override(conn, "payment", payment_id)
-        until = now + max(self.lookahead, _lookahead(own or [], self.settings.horizon_hours))
+        until = now + max(self.lookahead, offsets_lookahead(own or [], self.settings.horizon_hours))
         wanted: dict[str, tuple[datetime, str]] = {}
         for occ in conn.execute(
             select(_O.c.transfer_key, _O.c.execute_at, _O.c.unadjusted_date).where(
@@ -354,7 +362,7 @@ class ReminderPlanner:
                 .join(_P, _P.c.id == _OV.c.ref_id)
                 .where(_OV.c.kind == "payment", _P.c.status == "active")
             ):
-                reach = _lookahead(offsets, self.settings.horizon_hours)
+                reach = offsets_lookahead(offsets, self.settings.horizon_hours)
                 row = conn.execute(select(_P.c.next_execute_at).where(_P.c.id == pid)).scalar()
                 if row is not None and row <= now + reach and pid not in payment_ids:
                     payment_ids.append(pid)

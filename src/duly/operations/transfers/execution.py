@@ -20,7 +20,7 @@ _T = scheduled_transfers
 # -- the executor's view --------------------------------------------------------------
 
 
-def _load(conn: Connection, ref_id: int, lock: bool) -> Target | None:
+def load_target(conn: Connection, ref_id: int, lock: bool) -> Target | None:
     return _load_many(conn, [ref_id], lock).get(ref_id)
 
 
@@ -91,7 +91,7 @@ TRANSFERS = Kind(
     table=_T,
     job_name=TRANSFER_JOB,
     waiting_status="executing",
-    load=_load,
+    load=load_target,
     run_key=_run_key,
     load_many=_load_many,
     load_banks=_banks,

@@ -29,7 +29,7 @@ import duly.banking.schema  # noqa: F401  (accounts and customers: referenced be
 from duly.banking.money import from_minor
 from duly.engine.store.schema import metadata
 from duly.engine.store.types import IdType, UTCDateTime
-from duly.operations.execution.models import _execution_columns, _policy_columns
+from duly.operations.execution.models import execution_columns, policy_columns
 from duly.operations.policy import FailurePolicy
 
 __all__ = ["TRANSFER_JOB", "NewTransfer", "TransferRow", "payment_returns", "scheduled_transfers"]
@@ -56,8 +56,8 @@ scheduled_transfers = Table(
     Column("execution_date", Date, nullable=False),
     Column("version", Integer, nullable=False, server_default="1"),
     Column("cancelled_at", UTCDateTime()),
-    *_policy_columns(),
-    *_execution_columns(),
+    *policy_columns(),
+    *execution_columns(),
     CheckConstraint("amount_minor > 0", name="amount_positive"),
     CheckConstraint(
         "status IN ('scheduled', 'executing', 'executed', 'failed', 'cancelled')", name="status"
@@ -167,7 +167,7 @@ class TransferRow:
         return from_minor(self.amount_minor, self.currency)
 
 
-def _row(row: Any) -> TransferRow:
+def transfer_row(row: Any) -> TransferRow:
     m = row._mapping
     return TransferRow(
         id=int(m["id"]),

@@ -37,17 +37,20 @@ from duly.operations.execution.outcomes import set_state
 from duly.operations.execution.runs import cancel_run, ensure_run
 from duly.operations.localtime import execution_date, execution_instant, parse_time_of_day, zone
 from duly.operations.outbox import emit, outbox
-from duly.operations.transfers.execution import _T, TRANSFERS, _load
+from duly.operations.transfers.execution import TRANSFERS, load_target
 from duly.operations.transfers.models import (
     TRANSFER_JOB,
     NewTransfer,
     TransferRow,
-    _row,
+    scheduled_transfers,
+    transfer_row,
 )
 from duly.timing.business_days import parse_convention
 from duly.timing.errors import SpecError
 
 __all__ = ["ScheduledTransfers"]
+
+_T = scheduled_transfers
 
 
 # -- the service ----------------------------------------------------------------------
@@ -292,7 +295,7 @@ class ScheduledTransfers:
         """The transfer ``transfer_id``, if any."""
         with self.engine.connect() as conn:
             row = conn.execute(select(_T).where(_T.c.id == transfer_id)).one_or_none()
-        return _row(row) if row is not None else None
+        return transfer_row(row) if row is not None else None
 
     def find(
         self,
@@ -310,7 +313,7 @@ class ScheduledTransfers:
             conds.append(_T.c.status == status)
         with self.engine.connect() as conn:
             rows = conn.execute(select(_T).where(*conds).order_by(_T.c.id).limit(limit)).all()
-        return [_row(r) for r in rows]
+        return [transfer_row(r) for r in rows]
 
     def cancel(self, transfer_id: int) -> TransferRow:
         """Cancel a transfer that has not started.
@@ -320,7 +323,7 @@ class ScheduledTransfers:
         """
         now = self.clock.now()
         with self.engine.begin() as conn:
-            target = _load(conn, transfer_id, True)
+            target = load_target(conn, transfer_id, True)
             if target is None:
                 raise NotFound(f"no transfer {transfer_id}")
             if target.status != "scheduled" or target.attempts:
@@ -354,7 +357,7 @@ class ScheduledTransfers:
         """
         now = self.clock.now()
         with self.engine.begin() as conn:
-            target = _load(conn, transfer_id, True)
+            target = load_target(conn, transfer_id, True)
             if target is None:
                 raise NotFound(f"no transfer {transfer_id}")
             row = conn.execute(select(_T).where(_T.c.id == transfer_id)).one()
@@ -400,7 +403,7 @@ class ScheduledTransfers:
             raise IdempotencyConflict(
                 f"idempotency key {row.request_key!r} was used for a different transfer; nothing changed"
             )
-        return _row(row)
+        return transfer_row(row)
 
     def _normalise(self, new: NewTransfer) -> dict[str, Any]:
         """The request's fields, validated and in one canonical form (hashed for idempotency)."""
