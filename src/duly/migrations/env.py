@@ -7,7 +7,10 @@ from sqlalchemy import Connection
 
 import duly.notify.schema
 import duly.operations.balance_check.tables  # noqa: F401, RUF100  (adds the balance check tables)
-import duly.operations.execution.models  # noqa: F401  (adds the banking and operations tables)
+import duly.operations.execution.models  # noqa: F401, RUF100  (adds payment_attempts and the banking tables)
+import duly.operations.outbox  # noqa: F401, RUF100  (adds the outbox)
+import duly.operations.recurring.models  # noqa: F401, RUF100  (adds the recurring payments tables)
+import duly.operations.transfers.models  # noqa: F401, RUF100  (adds the scheduled transfers tables)
 from duly.engine.store.schema import metadata
 
 config = context.config
