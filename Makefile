@@ -16,8 +16,9 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## create .venv and install duly with its test extras
 
-lint: venv ## ruff
+lint: venv ## ruff, and the import layers (import-linter contracts in pyproject.toml)
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/lint-imports
 
 typecheck: venv ## mypy (strict)
 	$(VENV)/bin/mypy
