@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from duly import __version__
 from duly.commands.balance import balance_app, errors_app
 from duly.commands.banking import accounts_app, customers_app
 from duly.commands.common import fail, load_settings, open_system, state
 from duly.commands.notify import deliveries_app, notify_app, reminders_app
 from duly.commands.simulate import simulate
+from duly.version import __version__
 
 if TYPE_CHECKING:
     from duly.runtime import System

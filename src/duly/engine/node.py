@@ -10,7 +10,6 @@ from datetime import timedelta
 
 import structlog
 
-from duly import __version__
 from duly.clock import Clock
 from duly.engine.alerts import AlertSink, StoreAlertSink
 from duly.engine.notifier import PgNotifier, libpq_dsn
@@ -23,6 +22,7 @@ from duly.engine.services.watchdog import WatchdogService
 from duly.engine.services.worker import WorkerService
 from duly.engine.store.base import NodeRow
 from duly.engine.store.sql import SqlStore
+from duly.version import __version__
 
 __all__ = ["Node"]
 
