@@ -44,7 +44,7 @@ from duly.banking.port import Balance, BalanceReads, TransferRequest, TransferRe
 from duly.banking.schema import accounts, ledger_transfers
 from duly.clock import Clock
 from duly.engine.store.base import NewAlert
-from duly.engine.store.sql import any_of, insert_rows, pg_execute
+from duly.engine.store.dialect import any_of, insert_rows, pg_execute
 
 __all__ = ["LedgerBank", "LedgerCheck", "funding_account_id"]
 

@@ -27,8 +27,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 import duly.banking.schema  # noqa: F401  (accounts and customers: referenced below)
+from duly.engine.store.dialect import insert_rows
 from duly.engine.store.schema import metadata
-from duly.engine.store.sql import insert_rows
 from duly.engine.store.types import IdType, UTCDateTime
 
 __all__ = [

@@ -36,7 +36,8 @@ from sqlalchemy import Connection
 from duly.banking.errors import BankingError
 from duly.banking.port import TransferResult
 from duly.engine.context import JobContext
-from duly.engine.store.sql import SqlStore, insert_rows
+from duly.engine.store.dialect import insert_rows
+from duly.engine.store.sql import SqlStore
 from duly.operations.banks import BankDirectory
 from duly.operations.execution.bank_calls import call_bank, call_banks, move_money, transfer_request
 from duly.operations.execution.models import Kind, Target, payment_attempts

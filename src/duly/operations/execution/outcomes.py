@@ -12,7 +12,7 @@ from duly.banking.catalog import describe
 from duly.banking.errors import BankingError
 from duly.banking.money import from_minor
 from duly.banking.port import TransferResult
-from duly.engine.store.sql import any_of, pg_execute
+from duly.engine.store.dialect import any_of, pg_execute
 from duly.operations.execution.models import FINAL, Kind, Target, payment_attempts
 from duly.operations.outbox import NewEvent, emit, emit_many
 

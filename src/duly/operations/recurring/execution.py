@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from duly.banking.errors import BankingError, ErrorCode
-from duly.engine.store.sql import any_of
+from duly.engine.store.dialect import any_of
 from duly.operations.execution.models import ACTIVE, Kind, Target
 from duly.operations.outbox import emit
 from duly.operations.policy import FailurePolicy

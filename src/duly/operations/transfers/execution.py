@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from duly.engine.store.sql import any_of
+from duly.engine.store.dialect import any_of
 from duly.operations.execution.models import Kind, Target
 from duly.operations.policy import FailurePolicy
 from duly.operations.transfers.models import TRANSFER_JOB, scheduled_transfers

@@ -1,0 +1,33 @@
+"""Job executions, the per-run history rows: pruning by age."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, select
+
+from duly.engine.store.plumbing import SqlBase
+from duly.engine.store.schema import job_executions
+
+
+class ExecutionQueries(SqlBase):
+    """Execution history retention."""
+
+    def execution_prune(self, before: datetime, batch: int = 5000) -> int:
+        """Delete attempts of finished runs that completed before ``before``, in batches."""
+        total = 0
+        while True:
+            with self._write() as conn:
+                ids = (
+                    conn.execute(
+                        select(job_executions.c.id)
+                        .where(job_executions.c.completed_at < before)
+                        .limit(batch)
+                    )
+                    .scalars()
+                    .all()
+                )
+                if not ids:
+                    return total
+                conn.execute(delete(job_executions).where(job_executions.c.id.in_(ids)))
+            total += len(ids)

@@ -1,0 +1,115 @@
+"""The store's connections: write and read transactions, in-process change subscribers, the effects transaction."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from duly.engine.store.connect import create_db_engine
+from duly.engine.store.schema import runs
+
+
+class SqlEffects:
+    """A job's effects transaction; opened on first use, ended by the worker."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Connection | None = None
+
+    @property
+    def opened(self) -> bool:
+        """Whether the job used it."""
+        return self._conn is not None
+
+    @property
+    def connection(self) -> Connection:
+        """The connection, in a transaction that commits with the run's completion."""
+        if self._conn is None:
+            self._conn = self._engine.connect()
+            self._conn.begin()
+        return self._conn
+
+    def rollback(self) -> None:
+        """Discard the job's effects."""
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.rollback()
+            self._conn.close()
+            self._conn = None
+
+    def commit(self) -> None:
+        """Commit the effects with the completion written on the same connection."""
+        if self._conn is not None:
+            self._conn.commit()
+            self._conn.close()
+            self._conn = None
+
+
+class SqlBase:
+    """Connections and change notification, shared by every entity's queries."""
+
+    def __init__(self, engine_or_url: Engine | str) -> None:
+        self.engine = (
+            create_db_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
+        )
+        self.dialect = self.engine.dialect.name
+        self.is_postgres = self.dialect == "postgresql"
+        #: The same pool, for single statements that need no transaction around them.
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._subscribers: list[Callable[[str], None]] = []
+        self._sub_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _write(self, channels: Sequence[str] = ()) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+            if self.is_postgres:
+                for channel in channels:
+                    conn.execute(text("SELECT pg_notify(:c, '')"), {"c": f"duly_{channel}"})
+        for channel in channels:
+            self._publish(channel)
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(duly_readonly=True)
+            with conn.begin():
+                yield conn
+
+    def _insert(self, table: Any) -> Any:
+        return pg_insert(table) if self.is_postgres else sqlite_insert(table)
+
+    def subscribe(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(channel)`` after this process commits a change on ``runs`` or ``schedules``."""
+        with self._sub_lock:
+            self._subscribers.append(callback)
+
+    def unsubscribe(self, callback: Callable[[str], None]) -> None:
+        """Stop calling ``callback``."""
+        with self._sub_lock, contextlib.suppress(ValueError):
+            self._subscribers.remove(callback)
+
+    def _publish(self, channel: str) -> None:
+        with self._sub_lock:
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            callback(channel)
+
+    def effects_begin(self) -> SqlEffects:
+        """A lazily opened transaction for a job's effects (see :meth:`run_complete`)."""
+        return SqlEffects(self.engine)
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def _insert_many(self, conn: Connection, chunk: Sequence[dict[str, Any]]) -> list[int]:
+        # executemany with RETURNING is supported on both drivers in SQLAlchemy 2 ("insertmanyvalues").
+        stmt = self._insert(runs).values(list(chunk)).on_conflict_do_nothing().returning(runs.c.id)
+        return list(conn.execute(stmt).scalars().all())

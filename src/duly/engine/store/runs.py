@@ -1,0 +1,214 @@
+"""Runs and their attempts: enqueue, read, list, retry, cancel, progress."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+
+from duly.engine.errors import NotFound, RunConflict
+from duly.engine.states import RunStatus
+from duly.engine.store.base import AttemptRow, NewRun, RunFilter, RunRow, iter_chunks
+from duly.engine.store.plumbing import SqlBase
+from duly.engine.store.rows import CLAIMABLE_VALUES, IS_CLAIMABLE, aware, run_row
+from duly.engine.store.schema import job_executions, runs
+
+
+def new_run_values(new: NewRun, now: datetime) -> dict[str, Any]:
+    """The row of a queued run made from ``new`` at ``now``."""
+    window = new.window_seconds
+    return {
+        "job_name": new.job_name,
+        "scheduled_for": new.scheduled_for,
+        "idempotency_key": new.idempotency_key,
+        "origin": new.origin,
+        "args": new.args,
+        "status": RunStatus.QUEUED.value,
+        "queue": new.queue,
+        "priority": new.priority,
+        "max_attempts": new.max_attempts,
+        "not_before": new.scheduled_for,
+        "window_ends_at": new.scheduled_for + timedelta(seconds=window)
+        if window is not None
+        else None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+class RunQueries(SqlBase):
+    """Runs and attempts, apart from claiming and completing."""
+
+    def run_enqueue(self, new: NewRun, now: datetime) -> tuple[RunRow, bool]:
+        """Insert a run unless one with the same idempotency key exists; return it and whether it is new."""
+        values = new_run_values(new, now)
+        with self._write(["runs"]) as conn:
+            created = conn.execute(
+                self._insert(runs).values(**values).on_conflict_do_nothing().returning(runs.c.id)
+            ).scalar()
+            row = conn.execute(
+                select(runs).where(runs.c.idempotency_key == new.idempotency_key)
+            ).one()
+        return run_row(row), created is not None
+
+    def run_enqueue_many(self, news: Sequence[NewRun], now: datetime) -> dict[str, int]:
+        """:meth:`run_enqueue` for many runs in one transaction; returns ``{idempotency_key: run id}``.
+
+        A key that exists already keeps its run (and its id is returned).
+        """
+        values = [new_run_values(new, now) for new in news]
+        ids: dict[str, int] = {}
+        with self._write(["runs"]) as conn:
+            for chunk in iter_chunks(values, 500):
+                self._insert_many(conn, chunk)
+                keys = [v["idempotency_key"] for v in chunk]
+                for key, run_id in conn.execute(
+                    select(runs.c.idempotency_key, runs.c.id).where(
+                        runs.c.idempotency_key.in_(keys)
+                    )
+                ).all():
+                    ids[key] = int(run_id)
+        return ids
+
+    def run_next_claimable_at(self, queues: Sequence[str]) -> datetime | None:
+        """The earliest ``not_before`` of a claimable run in ``queues``."""
+        with self._read() as conn:
+            value = conn.execute(
+                select(func.min(runs.c.not_before)).where(
+                    IS_CLAIMABLE, runs.c.queue.in_(list(queues))
+                )
+            ).scalar()
+        return aware(value)
+
+    def run_get(self, run_id: int) -> RunRow | None:
+        """The run ``run_id``, if any."""
+        with self._read() as conn:
+            row = conn.execute(select(runs).where(runs.c.id == run_id)).one_or_none()
+        return run_row(row) if row is not None else None
+
+    def run_list(self, flt: RunFilter) -> list[RunRow]:
+        """Runs matching ``flt``, newest first."""
+        conds = []
+        if flt.job_name:
+            conds.append(runs.c.job_name == flt.job_name)
+        if flt.status:
+            conds.append(runs.c.status == flt.status.value)
+        if flt.since:
+            conds.append(runs.c.scheduled_for >= flt.since)
+        if flt.schedule_id is not None:
+            conds.append(runs.c.schedule_id == flt.schedule_id)
+        if flt.before_id is not None:
+            conds.append(runs.c.id < flt.before_id)
+        with self._read() as conn:
+            rows = conn.execute(
+                select(runs).where(*conds).order_by(runs.c.id.desc()).limit(flt.limit)
+            ).all()
+        return [run_row(r) for r in rows]
+
+    def run_attempts(self, run_id: int) -> list[AttemptRow]:
+        """The attempts of ``run_id``, in order."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(job_executions)
+                .where(job_executions.c.job_id == run_id)
+                .order_by(job_executions.c.attempt)
+            ).all()
+        return [
+            AttemptRow(
+                id=r.id,
+                job_id=r.job_id,
+                job_name=r.job_name,
+                attempt=r.attempt,
+                node=r.node,
+                started_at=r.started_at,
+                completed_at=r.completed_at,
+                status=r.status,
+                error_code=r.error_code,
+                error_message=r.error_message,
+                execution_time_ms=r.execution_time_ms,
+            )
+            for r in rows
+        ]
+
+    def run_retry(self, run_id: int, now: datetime) -> RunRow:
+        """Put a failed, cancelled or missed run back in the queue with a fresh set of attempts."""
+        with self._write(["runs"]) as conn:
+            row = conn.execute(
+                update(runs)
+                .where(
+                    runs.c.id == run_id,
+                    runs.c.status.in_(
+                        [RunStatus.FAILED.value, RunStatus.CANCELLED.value, RunStatus.MISSED.value]
+                    ),
+                )
+                .values(
+                    status=RunStatus.QUEUED.value,
+                    max_attempts=runs.c.attempt + runs.c.max_attempts,
+                    not_before=now,
+                    finished_at=None,
+                    cancel_requested=False,
+                    updated_at=now,
+                    start_alerted=False,
+                    window_alerted=False,
+                )
+                .returning(*runs.c)
+            ).one_or_none()
+            if row is None:
+                self._raise_missing_or_conflict(conn, run_id, "retried")
+        return run_row(row)
+
+    def run_cancel(self, run_id: int, now: datetime) -> RunRow:
+        """Cancel a queued or retrying run now; ask the worker to stop a running one."""
+        with self._write() as conn:
+            row = conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.status.in_(CLAIMABLE_VALUES))
+                .values(
+                    status=RunStatus.CANCELLED.value,
+                    finished_at=now,
+                    updated_at=now,
+                    error_code="CANCELLED",
+                    error_message="cancelled by an operator",
+                )
+                .returning(*runs.c)
+            ).one_or_none()
+            if row is None:
+                row = conn.execute(
+                    update(runs)
+                    .where(runs.c.id == run_id, runs.c.status == RunStatus.RUNNING.value)
+                    .values(cancel_requested=True, updated_at=now)
+                    .returning(*runs.c)
+                ).one_or_none()
+            if row is None:
+                self._raise_missing_or_conflict(conn, run_id, "cancelled")
+        return run_row(row)
+
+    def _raise_missing_or_conflict(self, conn: Connection, run_id: int, verb: str) -> None:
+        status = conn.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar()
+        if status is None:
+            raise NotFound(f"no run {run_id}")
+        raise RunConflict(f"run {run_id} is {status} and cannot be {verb}")
+
+    def run_progress(
+        self, run_id: int, fencing_token: int, done: int, total: int | None, now: datetime
+    ) -> bool:
+        """Record progress of a running run; False if the lease is no longer held."""
+        with self._write() as conn:
+            res = conn.execute(
+                update(runs)
+                .where(
+                    runs.c.id == run_id,
+                    runs.c.fencing_token == fencing_token,
+                    runs.c.status == RunStatus.RUNNING.value,
+                )
+                .values(progress_done=done, progress_total=total, updated_at=now)
+            )
+        return res.rowcount == 1
+
+    def run_counts(self) -> dict[str, int]:
+        """How many runs are in each status."""
+        with self._read() as conn:
+            rows = conn.execute(select(runs.c.status, func.count()).group_by(runs.c.status)).all()
+        return {str(status): int(count) for status, count in rows}
