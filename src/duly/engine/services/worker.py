@@ -12,13 +12,16 @@
   retryable; after the last, the run is ``failed`` and an alert is raised;
 * on stop: no new claims; in-flight runs get ``shutdown_grace_seconds`` to finish, then are
   handed back to the queue without losing an attempt.
+
+How an attempt's result becomes an outcome is in :mod:`~duly.engine.services.outcomes`, and
+the batched outcome writes in :mod:`~duly.engine.services.completions`. The rest stays in this
+one module, though long: claiming, starting, finishing and draining share the in-flight table
+and the slot counters, which must change together.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -26,32 +29,25 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from duly.clock import WaitTrackingClock
-from duly.engine.context import Cancelled, JobContext
-from duly.engine.errors import JobError, LeaseLost, UnknownJob
+from duly.engine.context import JobContext
+from duly.engine.errors import LeaseLost, UnknownJob
 from duly.engine.registry import JobDefinition
-from duly.engine.retry import RetryPolicy
 from duly.engine.services.base import Env, Service
+from duly.engine.services.completions import CompletionWriter, log_written
+from duly.engine.services.outcomes import (
+    Outcome,
+    complete_params,
+    decide,
+    outcome_from,
+    outcome_of,
+    run_batch,
+    run_sync,
+)
 from duly.engine.states import RunStatus
 from duly.engine.store.base import ClaimedRun, ClaimParams, CompleteParams, NewAlert, RunRow
-from duly.engine.store.sql import SqlEffects
+from duly.engine.store.plumbing import SqlEffects
 
 __all__ = ["Outcome", "WorkerService"]
-
-MAX_ERROR_MESSAGE = 500
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How one attempt ended, before it is written."""
-
-    status: RunStatus
-    result: Any = None
-    code: str | None = None
-    message: str | None = None
-    retryable: bool | None = None
-    trace: str | None = None
-    abandoned: bool = False
-    """A sync attempt left running in its thread (timeout); it rolls its own effects back."""
 
 
 @dataclass
@@ -78,8 +74,7 @@ class WorkerService(Service):
         self._heartbeat_clock = WaitTrackingClock(env.clock)
         opts = env.options
         self._claim_threshold = max(1, min(opts.claim_batch, opts.concurrency) // 4)
-        self._completions: list[tuple[list[CompleteParams], asyncio.Future[list[bool]]]] = []
-        self._completions_ready = asyncio.Event()
+        self._writer = CompletionWriter(env, self.log)
         self._batch_jobs = {j.name: j for j in env.registry if j.batch is not None}
         self._batch_cap = opts.max_batch_size
         self._batch_slot_cap = max(1, opts.concurrency // 2)
@@ -116,7 +111,7 @@ class WorkerService(Service):
     async def run(self) -> None:
         """Claim and execute until stopped, then drain."""
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="duly-heartbeat")
-        completer = asyncio.create_task(self._completion_loop(), name="duly-completer")
+        completer = asyncio.create_task(self._writer.run(), name="duly-completer")
         try:
             await self._claim_loop()
         finally:
@@ -336,7 +331,9 @@ class WorkerService(Service):
     def _written(self, runs: int) -> None:
         self._writing -= runs
 
-    async def _execute_inline(self, flights: list[tuple[RunRow, JobContext, JobDefinition]]) -> None:
+    async def _execute_inline(
+        self, flights: list[tuple[RunRow, JobContext, JobDefinition]]
+    ) -> None:
         """Run claimed runs of inline jobs one after the other on the loop; write them together."""
         done: list[tuple[RunRow, JobContext, JobDefinition | None, Outcome, datetime]] = []
         try:
@@ -346,9 +343,9 @@ class WorkerService(Service):
                 try:
                     value: Any = job.func(ctx)
                 except Exception as exc:
-                    outcome = _outcome(None, exc, ctx)
+                    outcome = outcome_from(None, exc, ctx)
                 else:
-                    outcome = _outcome(value, None, ctx)
+                    outcome = outcome_from(value, None, ctx)
                 self._returned(1)
                 done.append((run, ctx, job, outcome, started))
             await self._finish(done)
@@ -370,7 +367,7 @@ class WorkerService(Service):
             work: asyncio.Future[Any] = asyncio.ensure_future(job.func(ctx))
         else:
             loop = asyncio.get_running_loop()
-            work = loop.run_in_executor(self._threads, _run_sync, job, ctx)
+            work = loop.run_in_executor(self._threads, run_sync, job, ctx)
         timer = asyncio.ensure_future(self.env.clock.sleep_until(deadline))
         try:
             done, _ = await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
@@ -387,7 +384,7 @@ class WorkerService(Service):
                 abandoned=not job.is_async,
                 message=f"attempt exceeded the job's timeout of {job.timeout}",
             )
-        return _outcome_of(work, ctx)
+        return outcome_of(work, ctx)
 
     async def _execute_batch(
         self, job: JobDefinition, flights: list[tuple[RunRow, JobContext]], effects: SqlEffects
@@ -420,7 +417,7 @@ class WorkerService(Service):
         assert job.batch is not None
         deadline = self.env.clock.now() + job.timeout
         loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(self._threads, _run_batch, job, ctxs, effects)
+        work = loop.run_in_executor(self._threads, run_batch, job, ctxs, effects)
         timer = asyncio.ensure_future(self.env.clock.sleep_until(deadline))
         try:
             done, _ = await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
@@ -433,7 +430,7 @@ class WorkerService(Service):
                               message=f"batch exceeded the job's timeout of {job.timeout}")  # fmt: skip
             return [timeout] * len(ctxs)
         if work.exception() is not None:
-            return [_outcome_of(work, ctxs[0])] * len(ctxs)
+            return [outcome_of(work, ctxs[0])] * len(ctxs)
         results = list(work.result())
         if len(results) != len(ctxs):
             wrong = Outcome(RunStatus.FAILED, code="INTERNAL", retryable=False,
@@ -441,7 +438,9 @@ class WorkerService(Service):
                                     f"{len(ctxs)} runs")  # fmt: skip
             return [wrong] * len(ctxs)
         return [
-            _outcome(None, value, ctx) if isinstance(value, BaseException) else _outcome(value, None, ctx)
+            outcome_from(None, value, ctx)
+            if isinstance(value, BaseException)
+            else outcome_from(value, None, ctx)
             for value, ctx in zip(results, ctxs, strict=True)
         ]
 
@@ -454,11 +453,9 @@ class WorkerService(Service):
         started: datetime,
     ) -> None:
         now = self.env.clock.now()
-        decided = [
-            self._decide(run, job, o, now) for (run, _), o in zip(flights, outcomes, strict=True)
-        ]
+        decided = [decide(run, job, o, now) for (run, _), o in zip(flights, outcomes, strict=True)]
         params = [
-            self._complete_params(run, outcome, status, not_before, now, started)
+            complete_params(run, outcome, status, not_before, now, started)
             for (run, _), outcome, (status, not_before) in zip(
                 flights, outcomes, decided, strict=True
             )
@@ -477,13 +474,13 @@ class WorkerService(Service):
         else:
             if not abandoned:
                 await self.env.db(effects.rollback)
-            written = list(await asyncio.gather(*(self._complete_batched(p) for p in params)))
+            written = list(await asyncio.gather(*(self._writer.write_one(p) for p in params)))
         for (run, _), outcome, p, ok in zip(flights, outcomes, params, written, strict=True):
             if ok:
                 self._completed(run, outcome, p, started)
             else:
                 self._lease_lost(run, p.status)
-        self._log_written("batch.completed", params, written, job=job.name)
+        log_written(self.log, "batch.completed", params, written, job=job.name)
 
     async def _hand_back_batch(
         self, flights: list[tuple[RunRow, JobContext]], held: list[bool]
@@ -507,8 +504,8 @@ class WorkerService(Service):
         queued: list[tuple[RunRow, Outcome, CompleteParams, datetime]] = []
         for run, ctx, job, outcome, started in done:
             effects = ctx._effects
-            status, not_before = self._decide(run, job, outcome, now)
-            params = self._complete_params(run, outcome, status, not_before, now, started)
+            status, not_before = decide(run, job, outcome, now)
+            params = complete_params(run, outcome, status, not_before, now, started)
             if effects is not None and effects.opened:
                 if status is RunStatus.SUCCEEDED:
                     try:
@@ -523,34 +520,12 @@ class WorkerService(Service):
             queued.append((run, outcome, params, started))
         if not queued:
             return
-        written = await self._complete_queued([params for _, _, params, _ in queued])
+        written = await self._writer.write([params for _, _, params, _ in queued])
         for (run, outcome, params, started), ok in zip(queued, written, strict=True):
             if ok:
                 self._completed(run, outcome, params, started)
             else:
                 self._lease_lost(run, params.status)
-
-    @staticmethod
-    def _complete_params(
-        run: RunRow,
-        outcome: Outcome,
-        status: RunStatus,
-        not_before: datetime | None,
-        now: datetime,
-        started: datetime,
-    ) -> CompleteParams:
-        return CompleteParams(
-            run_id=run.id,
-            fencing_token=run.fencing_token,
-            attempt=run.attempt,
-            status=status,
-            now=now,
-            started_at=started,
-            result=outcome.result,
-            error_code=outcome.code,
-            error_message=outcome.message,
-            not_before=not_before,
-        )
 
     def _lease_lost(self, run: RunRow, status: RunStatus) -> None:
         self.log.warning("run.lease_lost", run_id=run.id, job=run.job_name,
@@ -602,63 +577,6 @@ class WorkerService(Service):
             hook(*args)
         except Exception:
             self.log.exception("run.hook_failed")
-
-    async def _complete_batched(self, params: CompleteParams) -> bool:
-        """Queue an outcome for the next batch write; ``False`` if the lease was lost."""
-        (written,) = await self._complete_queued([params])
-        return written
-
-    async def _complete_queued(self, params: list[CompleteParams]) -> list[bool]:
-        """Queue outcomes for the next batch write; ``False`` where the lease was lost."""
-        done: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        self._completions.append((params, done))
-        self._completions_ready.set()
-        return await done
-
-    async def _completion_loop(self) -> None:
-        """Write queued outcomes, all that gathered during the previous write at once."""
-        while True:
-            await self._completions_ready.wait()
-            self._completions_ready.clear()
-            batch, self._completions = self._completions, []
-            if not batch:
-                continue
-            flat = [p for params, _ in batch for p in params]
-            try:
-                rows = await self.env.db(self.env.store.run_complete_many, flat)
-            except Exception as exc:  # hand the error to each waiting attempt
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            self._log_written("runs.completed", flat, rows)
-            at = 0
-            for params, done in batch:
-                if not done.done():
-                    done.set_result(rows[at : at + len(params)])
-                at += len(params)
-
-    def _log_written(
-        self, event: str, params: list[CompleteParams], written: list[bool], **extra: Any
-    ) -> None:
-        """One info line per write of outcomes: how many, by status, and leases lost."""
-        statuses: dict[str, int] = {}
-        for p, ok in zip(params, written, strict=True):
-            if ok:
-                statuses[p.status.value] = statuses.get(p.status.value, 0) + 1
-        lost = len(written) - sum(statuses.values())
-        self.log.info(event, count=len(params), statuses=statuses, leases_lost=lost, **extra)
-
-    def _decide(
-        self, run: RunRow, job: JobDefinition | None, outcome: Outcome, now: datetime
-    ) -> tuple[RunStatus, datetime | None]:
-        if outcome.status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED):
-            return outcome.status, None
-        policy = job.retry if job is not None else RetryPolicy.none()
-        code = outcome.code or "INTERNAL"
-        if run.attempt < run.max_attempts and policy.is_retryable(code, outcome.retryable):
-            return RunStatus.RETRYING, now + policy.delay(run.attempt)
-        return RunStatus.FAILED, None
 
     # -- leases -----------------------------------------------------------------------
 
@@ -718,60 +636,3 @@ class WorkerService(Service):
                 self.env.clock.now(),
             )
             self.log.warning("run.handed_back", run_id=flight.run.id, job=flight.run.job_name)
-
-
-def _run_sync(job: JobDefinition, ctx: JobContext) -> Any:
-    """Run a sync job in a worker thread; effects of an abandoned (timed-out) attempt are dropped."""
-    try:
-        return job.func(ctx)
-    finally:
-        if ctx.cancelled and isinstance(ctx._effects, SqlEffects):
-            ctx._effects.rollback()
-
-
-def _run_batch(job: JobDefinition, ctxs: list[JobContext], effects: SqlEffects) -> Any:
-    """Run a batch job in a worker thread; an abandoned (timed-out) batch drops its effects."""
-    assert job.batch is not None
-    try:
-        return job.batch(ctxs)
-    finally:
-        if any(ctx.cancelled for ctx in ctxs):
-            effects.rollback()
-
-
-def _outcome_of(work: asyncio.Future[Any], ctx: JobContext) -> Outcome:
-    """The outcome of an attempt that ran as ``work``."""
-    exc = work.exception() if not work.cancelled() else Cancelled("cancelled")
-    return _outcome(None if exc is not None else work.result(), exc, ctx)
-
-
-def _outcome(result: Any, exc: BaseException | None, ctx: JobContext) -> Outcome:
-    """The outcome of an attempt that returned ``result`` or raised ``exc``."""
-    if exc is None:
-        try:
-            json.dumps(result)
-        except (TypeError, ValueError) as err:
-            return Outcome(
-                RunStatus.FAILED,
-                code="INTERNAL",
-                retryable=False,
-                message=f"the job's summary is not JSON: {err}"[:MAX_ERROR_MESSAGE],
-            )
-        return Outcome(RunStatus.SUCCEEDED, result=result)
-    if isinstance(exc, Cancelled | asyncio.CancelledError):
-        return Outcome(RunStatus.CANCELLED, code="CANCELLED", message="cancelled by an operator")
-    if isinstance(exc, JobError):
-        return Outcome(
-            RunStatus.FAILED,
-            code=exc.code,
-            message=exc.message[:MAX_ERROR_MESSAGE],
-            retryable=exc.retryable,
-        )
-    trace = "".join(traceback.format_exception(exc))
-    ctx.log.error("run.error", error_type=type(exc).__name__, trace=trace[-4000:])
-    return Outcome(
-        RunStatus.FAILED,
-        code="INTERNAL",
-        message=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_MESSAGE],
-        trace=trace,
-    )
