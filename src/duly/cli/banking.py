@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from duly.commands.common import fail, open_system
+from duly.cli.common import fail, open_system
 
 if TYPE_CHECKING:
     from duly.banking.customers import CustomerRow, Customers

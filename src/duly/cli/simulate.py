@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from duly.commands.common import fail, load_settings
+from duly.cli.common import fail, load_settings
 
 if TYPE_CHECKING:
     from duly.clock import ManualClock

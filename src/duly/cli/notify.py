@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from duly.commands.common import fail, open_system
+from duly.cli.common import fail, open_system
 
 __all__ = ["deliveries_app", "notify_app", "reminders_app"]
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from duly.commands.common import fail, open_system
+from duly.cli.common import fail, open_system
 
 __all__ = ["balance_app", "errors_app"]
 

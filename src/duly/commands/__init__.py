@@ -1,1 +1,0 @@
-"""Groups of ``duly`` sub-commands, one module each; ``duly.cli`` registers them."""
