@@ -38,7 +38,7 @@ from duly.engine.store.base import RunRow
 from duly.engine.store.schema import alerts, job_executions, nodes, runs
 from duly.engine.store.sql import SqlStore
 from duly.notify.schema import deliveries, reminders
-from duly.operations.balance_check.tables import balance_check_results
+from duly.operations.balance_check.models import balance_check_results
 from duly.operations.outbox import outbox
 
 __all__ = [

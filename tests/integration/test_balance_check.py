@@ -29,9 +29,14 @@ from duly.engine.states import RunStatus
 from duly.engine.store.base import RunFilter, RunRow
 from duly.engine.store.sql import SqlStore
 from duly.operations.balance_check.jobs import balance_check_registry
-from duly.operations.balance_check.models import BELOW_MINIMUM_EVENT, JOB_NAME, SCHEDULE_NAME
+from duly.operations.balance_check.models import (
+    BELOW_MINIMUM_EVENT,
+    JOB_NAME,
+    SCHEDULE_NAME,
+    balance_check_results,
+    error_logs,
+)
 from duly.operations.balance_check.service import missed_nights
-from duly.operations.balance_check.tables import balance_check_results, error_logs
 from duly.operations.outbox import outbox
 from duly.runtime import System, job_registry
 from duly.testing import EngineHarness

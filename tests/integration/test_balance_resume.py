@@ -28,8 +28,7 @@ from duly.engine.client import EngineClient
 from duly.engine.states import RunStatus
 from duly.engine.store.sql import SqlStore
 from duly.operations.balance_check.jobs import balance_check_registry
-from duly.operations.balance_check.models import JOB_NAME
-from duly.operations.balance_check.tables import balance_check_results, error_logs
+from duly.operations.balance_check.models import JOB_NAME, balance_check_results, error_logs
 from duly.operations.outbox import outbox
 
 pytestmark = pytest.mark.slow

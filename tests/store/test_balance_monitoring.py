@@ -11,6 +11,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from duly.banking.customers import Customers, NewCustomer
 from duly.clock import ManualClock
 from duly.engine.store.sql import SqlStore
+from duly.operations.balance_check.models import balance_check_results, error_logs
 from duly.operations.balance_check.monitoring import (
     ResolveError,
     customer_history,
@@ -27,7 +28,6 @@ from duly.operations.balance_check.service import (
     load_premium_customers,
     night_counts,
 )
-from duly.operations.balance_check.tables import balance_check_results, error_logs
 
 T0 = datetime(2026, 3, 2, 22, 0, tzinfo=UTC)
 

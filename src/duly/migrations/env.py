@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 import duly.notify.schema
-import duly.operations.balance_check.tables  # noqa: F401, RUF100  (adds the balance check tables)
+import duly.operations.balance_check.models  # noqa: F401, RUF100  (adds the balance check tables)
 import duly.operations.execution.models  # noqa: F401, RUF100  (adds payment_attempts and the banking tables)
 import duly.operations.outbox  # noqa: F401, RUF100  (adds the outbox)
 import duly.operations.recurring.models  # noqa: F401, RUF100  (adds the recurring payments tables)

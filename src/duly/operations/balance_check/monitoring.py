@@ -15,7 +15,7 @@ import structlog
 from sqlalchemy import Engine, case, func, select, update
 
 from duly.banking.catalog import describe
-from duly.operations.balance_check.tables import balance_check_results, error_logs
+from duly.operations.balance_check.models import balance_check_results, error_logs
 
 __all__ = [
     "CodeCount",

@@ -31,8 +31,9 @@ from duly.operations.balance_check.models import (
     Decision,
     PremiumCustomer,
     Result,
+    balance_check_results,
+    error_logs,
 )
-from duly.operations.balance_check.tables import balance_check_results, error_logs
 from duly.operations.banks import BankDirectory, default_banks
 from duly.operations.outbox import outbox
 
