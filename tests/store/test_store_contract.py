@@ -441,9 +441,47 @@ def test_cancel_previous_cancels_queued_and_flags_running(store: SqlStore) -> No
         )
 
     store.schedule_fire_due(t1, 10, plan)
-    assert store.lease_extend("n1", [running.run.id], t1 + timedelta(minutes=1), t1) == {
-        running.run.id
-    }
+    renewal = store.lease_extend(
+        "n1", {running.run.id: running.run.fencing_token}, t1 + timedelta(minutes=1), t1
+    )
+    assert renewal.cancel == {running.run.id} and not renewal.lost
+
+
+def test_a_lease_is_extended_only_under_its_own_token(store: SqlStore) -> None:
+    store.run_enqueue(new_run("k1"), T0)
+    store.run_enqueue(new_run("k2"), T0)
+    c1, c2 = claim(store)
+    later = T0 + timedelta(minutes=5)
+    # k1 was reaped and claimed again (a node paused longer than its lease): a new token
+    store.run_reap_expired(T0 + timedelta(seconds=31), 10, lambda r: (RunStatus.RETRYING, T0))
+    taken = claim(store, T0 + timedelta(seconds=31), node="n2")
+    assert c1.run.id in {c.run.id for c in taken}
+    stale = {c1.run.id: c1.run.fencing_token, c2.run.id: c2.run.fencing_token}
+    renewal = store.lease_extend("n1", stale, later, T0 + timedelta(seconds=32))
+    assert renewal.lost == {c1.run.id, c2.run.id}  # both reaped and now n2's
+    assert store.run_get(c1.run.id).lease_owner == "n2"
+    assert store.run_get(c1.run.id).lease_expires_at != later
+    # the same node claiming its own reaped run again: the old execution's token is stale
+    store.run_reap_expired(later, 10, lambda r: (RunStatus.RETRYING, T0))
+    (mine,) = [c for c in claim(store, later, node="n1") if c.run.id == c1.run.id]
+    renewal = store.lease_extend("n1", {c1.run.id: c1.run.fencing_token}, later, later)
+    assert renewal.lost == {c1.run.id}
+    assert store.run_get(c1.run.id).lease_expires_at == later + timedelta(seconds=30)
+    renewal = store.lease_extend("n1", {mine.run.id: mine.run.fencing_token}, later, later)
+    assert not renewal.lost and store.run_get(mine.run.id).lease_expires_at == later
+
+
+def test_lease_held_checks_owner_token_and_expiry(store: SqlStore) -> None:
+    store.run_enqueue(new_run("k1"), T0)
+    (c1,) = claim(store)
+    run_id, token = c1.run.id, c1.run.fencing_token
+    assert store.lease_held("n1", run_id, token, T0 + timedelta(seconds=29))
+    assert not store.lease_held("n1", run_id, token, T0 + timedelta(seconds=30))  # expired
+    assert not store.lease_held("n2", run_id, token, T0)
+    assert not store.lease_held("n1", run_id, token + 1, T0)
+    assert not store.lease_held("n1", run_id + 999, token, T0)
+    complete(store, c1, RunStatus.SUCCEEDED)
+    assert not store.lease_held("n1", run_id, token, T0)
 
 
 # -- retries, cancels, reaper, watchdog marks --------------------------------------------

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from duly.clock import Clock
+from duly.engine.errors import LeaseLost
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -76,6 +77,7 @@ class JobContext:
     _effects: SqlEffects | None = field(default=None, repr=False)
     _cancel: CancelFlag = field(default_factory=lambda: CancelFlag(), repr=False)
     _last_progress_write: datetime | None = field(default=None, repr=False)
+    _lease_lost: bool = field(default=False, repr=False)
     progress: tuple[int, int | None] | None = None
 
     @property
@@ -101,6 +103,28 @@ class JobContext:
         """Raise :class:`Cancelled` if the run was cancelled; long jobs call this between items."""
         if self._cancel.is_set():
             raise Cancelled(f"run {self.run_id} was cancelled")
+
+    @property
+    def lease_lost(self) -> bool:
+        """Whether the heartbeat found this run's lease taken over (the job should stop)."""
+        return self._lease_lost
+
+    def check_lease(self) -> None:
+        """Raise :class:`~duly.engine.errors.LeaseLost` unless this node still holds the run.
+
+        Call it just before an external side effect that an idempotency key does not make
+        safe to repeat: after a pause longer than the lease (a stop-the-world GC, a frozen
+        VM) another node may have taken the run over. It asks the database (one query), so
+        a sync job calls it from its thread; it is not free in a tight loop.
+        """
+        if self._lease_lost:
+            raise LeaseLost(f"run {self.run_id}: the lease was lost")
+        if self._store is None:
+            return
+        if not self._store.lease_held(self.node, self.run_id, self.fencing_token, self.clock.now()):
+            self._lease_lost = True
+            self._cancel.set()
+            raise LeaseLost(f"run {self.run_id}: the lease was lost")
 
     def report_progress(self, done: int, total: int | None = None) -> None:
         """Record that ``done`` of ``total`` items are finished (shown by ``duly runs show``)."""

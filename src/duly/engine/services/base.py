@@ -106,3 +106,12 @@ class Service:
         # pass that began after its wake-up from one already under way.
         self.passes = self.passes_started
         self.pass_done.set()
+
+
+def backoff_seconds(failures: int) -> float:
+    """Seconds to wait after ``failures`` consecutive database errors: 0.5, 1, 2, 4, then 5.
+
+    Short enough that a node is back within seconds of a fail-over, long enough that a
+    database that is away is not hammered by every loop of every node.
+    """
+    return float(min(5.0, 0.5 * 2 ** max(0, failures - 1)))

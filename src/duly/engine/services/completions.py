@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from duly.engine.services.base import Env
+from duly.engine.services.base import Env, backoff_seconds
 from duly.engine.store.base import CompleteParams
 
 __all__ = ["CompletionWriter", "log_written"]
@@ -25,6 +25,7 @@ class CompletionWriter:
         self.log = log
         self._queue: list[tuple[list[CompleteParams], asyncio.Future[list[bool]]]] = []
         self._ready = asyncio.Event()
+        self._failures = 0
 
     async def write_one(self, params: CompleteParams) -> bool:
         """Queue an outcome for the next batch write; ``False`` if the lease was lost."""
@@ -49,11 +50,19 @@ class CompletionWriter:
             flat = [p for params, _ in batch for p in params]
             try:
                 rows = await self.env.db(self.env.store.run_complete_many, flat)
-            except Exception as exc:  # hand the error to each waiting attempt
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
+            except Exception as exc:
+                # The database is away. The outcomes stay queued (first in line) and are
+                # written when it answers: the fenced write then tells which leases were
+                # lost meanwhile. Dropping them would run the jobs a second time.
+                self._failures += 1
+                delay = backoff_seconds(self._failures)
+                self.log.warning("runs.complete_failed", count=len(flat), failures=self._failures,
+                                 retry_in_s=delay, error=f"{type(exc).__name__}")  # fmt: skip
+                self._queue = batch + self._queue
+                await self.env.clock.sleep(delay)
+                self._ready.set()
                 continue
+            self._failures = 0
             log_written(self.log, "runs.completed", flat, rows)
             at = 0
             for params, done in batch:

@@ -32,7 +32,7 @@ from duly.clock import WaitTrackingClock
 from duly.engine.context import JobContext
 from duly.engine.errors import LeaseLost, UnknownJob
 from duly.engine.registry import JobDefinition
-from duly.engine.services.base import Env, Service
+from duly.engine.services.base import Env, Service, backoff_seconds
 from duly.engine.services.completions import CompletionWriter, log_written
 from duly.engine.services.outcomes import (
     Outcome,
@@ -66,15 +66,15 @@ class WorkerService(Service):
         super().__init__(env)
         self.wakeup = env.listen("runs")
         self.in_flight: dict[int, _InFlight] = {}
-        self._threads = ThreadPoolExecutor(
-            max_workers=env.options.concurrency, thread_name_prefix="duly-job"
-        )
+        self._threads = self._new_thread_pool()
         self.completed = 0
         self.last_claimed = 0
         self._heartbeat_clock = WaitTrackingClock(env.clock)
         opts = env.options
         self._claim_threshold = max(1, min(opts.claim_batch, opts.concurrency) // 4)
         self._writer = CompletionWriter(env, self.log)
+        self._threads_closed = False
+        self._db_failures = 0  # consecutive failed claim passes, for the backoff
         self._batch_jobs = {j.name: j for j in env.registry if j.batch is not None}
         self._batch_cap = opts.max_batch_size
         self._batch_slot_cap = max(1, opts.concurrency // 2)
@@ -108,8 +108,21 @@ class WorkerService(Service):
 
     # -- main loop ------------------------------------------------------------------
 
+    def _new_thread_pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(
+            max_workers=self.env.options.concurrency, thread_name_prefix="duly-job"
+        )
+
     async def run(self) -> None:
-        """Claim and execute until stopped, then drain."""
+        """Claim and execute until stopped, then drain.
+
+        Database errors do not end it: a failed claim pass is retried with a backoff, the
+        heartbeat keeps beating, outcomes are written once the database answers again. If it
+        ends anyway (a bug), the node restarts it, and it starts over with a new thread pool.
+        """
+        if self._threads_closed:
+            self._threads = self._new_thread_pool()
+            self._threads_closed = False
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="duly-heartbeat")
         completer = asyncio.create_task(self._writer.run(), name="duly-completer")
         try:
@@ -120,45 +133,63 @@ class WorkerService(Service):
             completer.cancel()
             await asyncio.gather(heartbeat, completer, return_exceptions=True)
             self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads_closed = True
 
     async def _claim_loop(self) -> None:
-        opts = self.env.options
         while not self.stopping.is_set():
-            self.wakeup.clear()
-            self._begin_pass()
-            free = opts.concurrency - self._busy
-            # A busy node claims in batches: one transaction for many runs instead of one
-            # per freed slot. An idle node claims at once, for low latency.
-            may_claim = (
-                free > 0
-                and (not self._busy or free >= self._claim_threshold)
-                and self._writing < self._writing_cap
-            )
-            claimed: list[ClaimedRun] = []
-            params = self._claim_params(free)
-            full = False
-            if may_claim and self._batch_jobs and self.batch_slots_in_use < self._batch_slot_cap:
-                # Batch jobs first (up to a whole batch for one slot), in at most half the
-                # slots: a flood of transfers never keeps other jobs waiting.
-                batch_params = self._batch_claim_params(params)
-                claimed = await self.env.db(self.env.store.run_claim, batch_params)
-                full = len(claimed) >= batch_params.limit
-                free -= self._start_batches(claimed)
-                params = replace(params, limit=min(free, opts.claim_batch))
-            if may_claim and free > 0:
-                single = await self.env.db(self.env.store.run_claim, params)
-                self._start_singles(single)
-                full = full or len(single) >= params.limit
-                claimed += single
-            self.last_claimed = len(claimed)
-            if claimed:
-                self._log_claimed(claimed, params.now)
-            self._mark_pass()
-            if claimed and full:
-                await asyncio.sleep(0)  # let the new tasks start before claiming more
-                continue
-            wake = await self._next_wake(free if may_claim else 0, params.now)
-            await self.env.clock.sleep_until(wake, self.wakeup)
+            try:
+                await self._claim_pass()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away: claim again later
+                self._db_failures += 1
+                delay = backoff_seconds(self._db_failures)
+                self.log.warning("worker.claim_failed", error=_error_text(exc),
+                                 failures=self._db_failures, retry_in_s=delay)  # fmt: skip
+                self._mark_pass()
+                wake = self.env.clock.now() + timedelta(seconds=delay)
+                await self.env.clock.sleep_until(wake, self.stopping)
+            else:
+                self._db_failures = 0
+
+    async def _claim_pass(self) -> None:
+        """Claim what capacity allows and start it; then wait for a wake-up or the next due run."""
+        opts = self.env.options
+        self.wakeup.clear()
+        self._begin_pass()
+        free = opts.concurrency - self._busy
+        # A busy node claims in batches: one transaction for many runs instead of one
+        # per freed slot. An idle node claims at once, for low latency.
+        may_claim = (
+            free > 0
+            and (not self._busy or free >= self._claim_threshold)
+            and self._writing < self._writing_cap
+        )
+        claimed: list[ClaimedRun] = []
+        params = self._claim_params(free)
+        full = False
+        if may_claim and self._batch_jobs and self.batch_slots_in_use < self._batch_slot_cap:
+            # Batch jobs first (up to a whole batch for one slot), in at most half the
+            # slots: a flood of transfers never keeps other jobs waiting.
+            batch_params = self._batch_claim_params(params)
+            claimed = await self.env.db(self.env.store.run_claim, batch_params)
+            full = len(claimed) >= batch_params.limit
+            free -= self._start_batches(claimed)
+            params = replace(params, limit=min(free, opts.claim_batch))
+        if may_claim and free > 0:
+            single = await self.env.db(self.env.store.run_claim, params)
+            self._start_singles(single)
+            full = full or len(single) >= params.limit
+            claimed += single
+        self.last_claimed = len(claimed)
+        if claimed:
+            self._log_claimed(claimed, params.now)
+        self._mark_pass()
+        if claimed and full:
+            await asyncio.sleep(0)  # let the new tasks start before claiming more
+            return
+        wake = await self._next_wake(free if may_claim else 0, params.now)
+        await self.env.clock.sleep_until(wake, self.wakeup)
 
     def _claim_params(self, free: int) -> ClaimParams:
         opts = self.env.options
@@ -467,7 +498,12 @@ class WorkerService(Service):
             and any(status is RunStatus.SUCCEEDED for status, _ in decided)
         )
         if kept:
-            written = await self.env.db(self.env.store.run_complete_batch, params, effects)
+            try:
+                written = await self.env.db(self.env.store.run_complete_batch, params, effects)
+            except Exception as exc:
+                for run, _ in flights:
+                    await self._effects_not_committed(run, effects, exc)
+                return
             if not all(written):  # a lease was lost: nothing was kept; hand the rest back
                 await self._hand_back_batch(flights, written)
                 return
@@ -512,6 +548,8 @@ class WorkerService(Service):
                         await self.env.db(self.env.store.run_complete, params, effects)
                     except LeaseLost:
                         self._lease_lost(run, status)
+                    except Exception as exc:
+                        await self._effects_not_committed(run, effects, exc)
                     else:
                         self._completed(run, outcome, params, started)
                     continue
@@ -526,6 +564,37 @@ class WorkerService(Service):
                 self._completed(run, outcome, params, started)
             else:
                 self._lease_lost(run, params.status)
+
+    async def _effects_not_committed(self, run: RunRow, effects: SqlEffects, exc: Exception) -> None:
+        """The completion with the job's effects failed (the database went away): nothing of
+        the attempt was kept, so the run goes back to the queue now, without losing an
+        attempt, rather than waiting for its lease to run out. The hand-back is fenced: if the
+        commit did go through before the error, it changes nothing."""
+        self.log.warning("run.complete_failed", run_id=run.id, job=run.job_name,
+                         error=_error_text(exc), action="handing the run back")  # fmt: skip
+        await self.env.db(effects.rollback)
+        handed = await self._retrying(
+            "run.hand_back", self.env.store.run_hand_back,
+            run.id, run.fencing_token, run.attempt, self.env.clock.now(),
+        )  # fmt: skip
+        if handed:
+            self.log.warning("run.handed_back", run_id=run.id, job=run.job_name,
+                             reason="its outcome could not be written")  # fmt: skip
+
+    async def _retrying(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call ``fn`` on the database until it answers (a bounded backoff between tries)."""
+        failures = 0
+        while True:
+            try:
+                return await self.env.db(fn, *args)
+            except (asyncio.CancelledError, LeaseLost):
+                raise
+            except Exception as exc:
+                failures += 1
+                delay = backoff_seconds(failures)
+                self.log.warning("worker.write_failed", what=what, error=_error_text(exc),
+                                 failures=failures, retry_in_s=delay)  # fmt: skip
+                await self.env.clock.sleep(delay)
 
     def _lease_lost(self, run: RunRow, status: RunStatus) -> None:
         self.log.warning("run.lease_lost", run_id=run.id, job=run.job_name,
@@ -582,9 +651,21 @@ class WorkerService(Service):
 
     async def _heartbeat_loop(self) -> None:
         opts = self.env.options
+        failures = 0
         while True:
-            await self._heartbeat_clock.sleep(opts.heartbeat_seconds)
-            await self.heartbeat()
+            # After a failed beat, beat again soon: the leases run out while the database is away.
+            wait = opts.heartbeat_seconds if not failures else min(opts.heartbeat_seconds, 1.0)
+            await self._heartbeat_clock.sleep(wait)
+            try:
+                await self.heartbeat()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                self.log.warning("worker.heartbeat_failed", error=_error_text(exc),
+                                 failures=failures, in_flight=len(self.in_flight))  # fmt: skip
+            else:
+                failures = 0
 
     async def heartbeat(self) -> None:
         """Extend the leases of in-flight runs; pass on operators' cancel requests."""
@@ -595,11 +676,23 @@ class WorkerService(Service):
         if not ids:
             return
         expires = now + timedelta(seconds=opts.lease_seconds)
-        cancel = await self.env.db(self.env.store.lease_extend, opts.node_name, ids, expires, now)
-        for run_id in cancel:
+        leases = {i: self.in_flight[i].run.fencing_token for i in ids if i in self.in_flight}
+        renewal = await self.env.db(
+            self.env.store.lease_extend, opts.node_name, leases, expires, now
+        )
+        for run_id in renewal.cancel:
             flight = self.in_flight.get(run_id)
             if flight is not None and not flight.ctx.cancelled:
                 self.log.info("run.cancel_requested", run_id=run_id)
+                flight.ctx._cancel.set()
+        for run_id in renewal.lost:
+            flight = self.in_flight.get(run_id)
+            if flight is not None and not flight.ctx.lease_lost:
+                # Another node may be running it now: stop ours, its outcome will not count.
+                self.log.warning("run.lease_lost_while_running", run_id=run_id,
+                                 job=flight.run.job_name, attempt=flight.run.attempt,
+                                 action="stopping the job")  # fmt: skip
+                flight.ctx._lease_lost = True
                 flight.ctx._cancel.set()
 
     # -- shutdown ---------------------------------------------------------------------
@@ -636,3 +729,8 @@ class WorkerService(Service):
                 self.env.clock.now(),
             )
             self.log.warning("run.handed_back", run_id=flight.run.id, job=flight.run.job_name)
+
+
+def _error_text(exc: BaseException) -> str:
+    """One line about a database error, for the log (no statement parameters)."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]

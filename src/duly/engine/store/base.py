@@ -8,7 +8,7 @@ PostgreSQL; the same conformance tests run against both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -247,6 +247,16 @@ class AttemptRow:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseRenewal:
+    """What a heartbeat learned about the leases it extended."""
+
+    cancel: frozenset[int] = frozenset()
+    """Runs still this node's whose cancellation an operator asked for."""
+    lost: frozenset[int] = frozenset()
+    """Runs no longer this node's (reaped, taken over, ended): their job must stop."""
+
+
+@dataclass(frozen=True, slots=True)
 class NodeRow:
     """A process running engine services."""
 
@@ -357,8 +367,9 @@ class Store(Protocol):
 
     # leases and nodes
     def lease_extend(
-        self, node: str, run_ids: Sequence[int], expires_at: datetime, now: datetime
-    ) -> set[int]: ...
+        self, node: str, leases: Mapping[int, int], expires_at: datetime, now: datetime
+    ) -> LeaseRenewal: ...
+    def lease_held(self, node: str, run_id: int, fencing_token: int, now: datetime) -> bool: ...
     def node_register(self, row: NodeRow) -> None: ...
     def node_heartbeat(self, name: str, now: datetime) -> None: ...
     def node_stop(self, name: str, now: datetime) -> None: ...
