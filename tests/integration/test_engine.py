@@ -468,3 +468,40 @@ async def test_a_per_job_limit_holds_across_two_nodes(
         await h.advance(timedelta(seconds=40))
     assert max(peak) == 2
     assert [r.status for r in runs_of(store)] == [RunStatus.SUCCEEDED] * 6
+
+
+async def test_a_node_that_lost_its_lease_stops_the_job_before_its_side_effect(
+    store: SqlStore, clock: ManualClock, registry: JobRegistry
+) -> None:
+    from duly.engine.errors import LeaseLost
+    from duly.engine.store.base import ClaimParams
+
+    seen: list[str] = []
+
+    @registry.job("pay", timeout=600)
+    async def pay(ctx: JobContext) -> str:
+        await ctx.clock.sleep(60)  # the node is paused longer than the lease, say
+        seen.append("cancelled" if ctx.cancelled else "not told")
+        try:
+            ctx.check_lease()
+        except LeaseLost:
+            seen.append("stopped")
+            raise
+        seen.append("paid")  # the bank call a second node is making too
+        return "paid"
+
+    opts = test_options(lease_seconds=30, heartbeat_seconds=10, reaper_interval_seconds=3600)
+    async with EngineHarness(store, registry, clock, options=opts) as h:
+        run, _ = h.client.trigger("pay")
+        await h.advance(timedelta(seconds=1))
+        # Meanwhile its lease ran out and another node took the run over.
+        later = clock.now() + timedelta(seconds=31)
+        store.run_reap_expired(later, 10, lambda r: (RunStatus.RETRYING, later))
+        (taken,) = store.run_claim(
+            ClaimParams(node="n2", queues=("default",), limit=1, now=later, lease_seconds=300)
+        )
+        await h.advance(timedelta(seconds=90))
+    assert seen == ["cancelled", "stopped"]
+    row = store.run_get(run.id)
+    assert row is not None and row.lease_owner == "n2" and row.status is RunStatus.RUNNING
+    assert row.fencing_token == taken.run.fencing_token
