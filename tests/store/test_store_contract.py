@@ -335,6 +335,27 @@ def test_serial_runs_go_one_at_a_time_in_order(store: SqlStore) -> None:
     assert second.run.scheduled_for == T0 + timedelta(hours=1)
 
 
+def test_runs_held_back_by_a_saturated_job_do_not_starve_other_jobs(store: SqlStore) -> None:
+    # Far more runs of a job at its limit than one look-ahead window holds, all due first.
+    store.run_enqueue_many([new_run(f"busy-{i}", job="busy") for i in range(90)], T0)
+    others = [new_run(f"other-{i}", job="other", at=T0 + timedelta(seconds=1)) for i in range(3)]
+    store.run_enqueue_many(others, T0)
+    now = T0 + timedelta(seconds=2)
+    (running,) = claim(store, now, limit=1, limits={"busy": 1})
+    assert running.run.job_name == "busy"
+    got = claim(store, now, limit=4, limits={"busy": 1})
+    assert sorted(c.run.idempotency_key for c in got) == ["other-0", "other-1", "other-2"]
+
+
+def test_runs_held_back_by_a_serial_key_do_not_starve_other_runs(store: SqlStore) -> None:
+    store.schedule_upsert(hourly(overlap="queue"), T0, lambda s: T0)
+    late = T0 + timedelta(hours=100)
+    store.schedule_fire_due(late, 200, every_hour_planner(late))  # 101 runs of one serial key
+    store.run_enqueue(new_run("free", job="other", at=late), T0)
+    got = claim(store, late, limit=4)
+    assert sorted(c.run.job_name for c in got) == ["j", "other"]  # the key's first, and the free one
+
+
 # -- schedules and firing ----------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ transaction advisory locks; SQLite has one writer (``BEGIN IMMEDIATE``), so noth
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     text,
     union_all,
@@ -102,6 +104,47 @@ _PG_CLAIM_FAST_JOBS = (
 )
 
 
+#: Look-ahead windows one claim reads at most, past runs held back by limits.
+CLAIM_WINDOWS = 8
+
+
+def _window(limit: int) -> int:
+    """Candidates read per window: further than the limit so runs held back by a limit do
+    not starve the rest, bounded so a big batch claim does not lock four times its size."""
+    return limit + min(limit * 3, 64)
+
+
+class _HeldBack:
+    """What earlier look-ahead windows of one claim passed over, for the next to skip."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.jobs: set[str] = set()
+        self.keys: set[str] = set()
+
+    def add(self, candidates: list[Any], chosen: set[int], params: ClaimParams) -> int:
+        """Note a window's candidates; return how many were held back by a limit."""
+        rejected = [c for c in candidates if c.id not in chosen]
+        self.ids += [c.id for c in candidates]
+        self.keys |= {c.serial_key for c in rejected if c.serial_key}
+        self.jobs |= {
+            c.job_name for c in rejected if not c.serial_key and c.job_name in params.job_limits
+        }
+        return len(rejected)
+
+    def where(self) -> list[ColumnElement[bool]]:
+        out: list[ColumnElement[bool]] = []
+        if self.ids:
+            out.append(runs.c.id.not_in(self.ids))
+        if self.jobs:
+            out.append(runs.c.job_name.not_in(sorted(self.jobs)))
+        if self.keys:
+            out.append(
+                or_(runs.c.serial_key.is_(None), runs.c.serial_key.not_in(sorted(self.keys)))
+            )
+        return out
+
+
 class ClaimQueries(SqlBase):
     """Claiming runs under their limits."""
 
@@ -117,13 +160,25 @@ class ClaimQueries(SqlBase):
             if fast is not None:
                 return fast
         with self._write() as conn:
-            candidates = self._claim_candidates(conn, params)
-            if not candidates:
-                return []
-            chosen = self._filter_by_limits(conn, candidates, params)
-            if not chosen:
-                return []
-            return self._take_leases(conn, chosen, params)
+            claimed: list[ClaimedRun] = []
+            held = _HeldBack()
+            # Runs held back by a limit (a busy serial key, a job at its limit) can fill a
+            # whole look-ahead window: the next window skips every run of those keys and
+            # jobs, so each job with free capacity makes progress however long the queue in
+            # front of it. Leases are taken per window, so later limit checks count them.
+            for _ in range(CLAIM_WINDOWS):
+                want = replace(params, limit=params.limit - len(claimed))
+                candidates = self._claim_candidates(conn, want, held)
+                if not candidates:
+                    break
+                chosen = self._filter_by_limits(conn, candidates, want)
+                if chosen:
+                    claimed += self._take_leases(conn, chosen, want)
+                rejected = held.add(candidates, set(chosen), params)
+                full = len(candidates) >= _window(want.limit)
+                if len(claimed) >= params.limit or not full or not rejected:
+                    break
+            return claimed
 
     def _claim_fast(self, params: ClaimParams) -> list[ClaimedRun] | None:
         """PostgreSQL: claim in one statement; ``None`` if a limit or serial key is involved."""
@@ -146,18 +201,21 @@ class ClaimQueries(SqlBase):
         taken.sort(key=lambda r: (-r.priority, r.not_before, r.id))
         return [ClaimedRun(r) for r in taken]
 
-    def _claim_candidates(self, conn: Connection, params: ClaimParams) -> list[Any]:
-        # Look further than the limit so runs held back by a limit do not starve the rest
-        # (bounded: a big batch claim should not lock and read four times its size).
-        limit = params.limit + min(params.limit * 3, 64)
+    def _claim_candidates(
+        self, conn: Connection, params: ClaimParams, held: _HeldBack
+    ) -> list[Any]:
+        limit = _window(params.limit)
+        unseen = held.where()
         if params.job_names is None:
-            stmt = self._candidates_query(limit, params.now, runs.c.queue.in_(list(params.queues)))
+            stmt = self._candidates_query(
+                limit, params.now, runs.c.queue.in_(list(params.queues)), *unseen
+            )
             return list(conn.execute(stmt).all())
         # Some jobs only: one ordered range of ix_runs_claim_job per queue and job, then the
         # first of those (see _PG_CLAIM_FAST_JOBS for why not ``job_name IN (…)``).
         ranges = [
             select(*self._candidates_query(limit, params.now, runs.c.queue == queue,
-                                           runs.c.job_name == job)
+                                           runs.c.job_name == job, *unseen)
                    .subquery().c)
             for queue in params.queues
             for job in sorted(params.job_names)
