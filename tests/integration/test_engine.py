@@ -505,3 +505,47 @@ async def test_a_node_that_lost_its_lease_stops_the_job_before_its_side_effect(
     row = store.run_get(run.id)
     assert row is not None and row.lease_owner == "n2" and row.status is RunStatus.RUNNING
     assert row.fencing_token == taken.run.fencing_token
+
+
+async def test_an_abandoned_thread_holds_its_slot_and_its_jobs_limit_until_it_ends(
+    store: SqlStore, clock: ManualClock, registry: JobRegistry
+) -> None:
+    import threading
+
+    lock = threading.Lock()
+    running: list[int] = []
+    peak = 0
+    starts: list[timedelta] = []
+
+    @registry.job("stuck", timeout=10, max_concurrency=1, retry=1)
+    def stuck(ctx: JobContext) -> str:
+        nonlocal peak
+        with lock:
+            running.append(ctx.run_id)
+            peak = max(peak, len(running))
+            starts.append(ctx.clock.now() - T0)
+        try:
+            ctx.clock.sleep_blocking(50)  # ignores its timeout: Python cannot stop a thread
+        finally:
+            with lock:
+                running.remove(ctx.run_id)
+        return "late"
+
+    async with EngineHarness(store, registry, clock) as h:
+        runs = [h.client.trigger("stuck", idempotency_key=f"s{i}")[0] for i in range(3)]
+        await h.advance(timedelta(seconds=20))
+        first = store.run_get(runs[0].id)
+        assert first is not None and first.error_code == "JOB_TIMEOUT"
+        assert "abandoned" in (first.error_message or "")
+        assert h.node.worker is not None and h.node.worker.abandoned_threads == 1
+        assert starts == [timedelta(0)]  # the next run waits for the abandoned thread
+        for _ in range(140):  # a second at a time, so a thread's end is seen when it happens
+            await h.advance(timedelta(seconds=1))
+            await asyncio.sleep(0.005)  # the thread's end is reported from the thread
+        ended = [store.run_get(r.id) for r in runs]
+        assert [r.status if r else None for r in ended] == [RunStatus.FAILED] * 3
+    assert peak == 1
+    assert len(starts) == 3
+    # each run started only once the abandoned thread before it had ended (50 s each)
+    assert all(b - a >= timedelta(seconds=50) for a, b in zip(starts, starts[1:]))
+    assert starts[-1] <= timedelta(seconds=110)

@@ -22,8 +22,9 @@ and the slot counters, which must change together.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -74,6 +75,7 @@ class WorkerService(Service):
         self._claim_threshold = max(1, min(opts.claim_batch, opts.concurrency) // 4)
         self._writer = CompletionWriter(env, self.log)
         self._threads_closed = False
+        self._abandoned: Counter[str] = Counter()  # timed-out sync threads still running, by job
         self._db_failures = 0  # consecutive failed claim passes, for the backoff
         self._batch_jobs = {j.name: j for j in env.registry if j.batch is not None}
         self._batch_cap = opts.max_batch_size
@@ -157,7 +159,7 @@ class WorkerService(Service):
         opts = self.env.options
         self.wakeup.clear()
         self._begin_pass()
-        free = opts.concurrency - self._busy
+        free = opts.concurrency - self._busy - self.abandoned_threads
         # A busy node claims in batches: one transaction for many runs instead of one
         # per freed slot. An idle node claims at once, for low latency.
         may_claim = (
@@ -199,18 +201,27 @@ class WorkerService(Service):
             limit=min(free, opts.claim_batch),
             now=self.env.clock.now(),
             lease_seconds=opts.lease_seconds,
+            # A job's abandoned threads still run it: they count against its limit.
             job_limits={
-                j.name: j.max_concurrency
+                j.name: j.max_concurrency - self._abandoned[j.name]
                 for j in self.env.registry
                 if j.max_concurrency is not None
             },
             # runs of batch jobs are claimed apart, as batches (see _batch_claim_params)
-            job_names=self._single_jobs,
+            job_names=self._single_jobs - self._saturated_by_abandoned(),
+        )
+
+    def _saturated_by_abandoned(self) -> frozenset[str]:
+        return frozenset(
+            j.name
+            for j in self.env.registry
+            if j.max_concurrency is not None and self._abandoned[j.name] >= j.max_concurrency
         )
 
     def _batch_claim_params(self, params: ClaimParams) -> ClaimParams:
         size = max(self._batch_size(j) for j in self._batch_jobs.values())
-        return replace(params, limit=size, job_names=frozenset(self._batch_jobs))
+        names = frozenset(self._batch_jobs) - self._saturated_by_abandoned()
+        return replace(params, limit=size, job_names=names)
 
     def _batch_size(self, job: JobDefinition) -> int:
         cap = self._batch_cap
@@ -394,11 +405,12 @@ class WorkerService(Service):
 
     async def _attempt(self, job: JobDefinition, ctx: JobContext) -> Outcome:
         deadline = self.env.clock.now() + job.timeout
+        thread: Future[Any] | None = None
         if job.is_async:
             work: asyncio.Future[Any] = asyncio.ensure_future(job.func(ctx))
         else:
-            loop = asyncio.get_running_loop()
-            work = loop.run_in_executor(self._threads, run_sync, job, ctx)
+            thread = self._threads.submit(run_sync, job, ctx)
+            work = asyncio.wrap_future(thread)
         timer = asyncio.ensure_future(self.env.clock.sleep_until(deadline))
         try:
             done, _ = await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
@@ -409,13 +421,46 @@ class WorkerService(Service):
             work.cancel()
             if job.is_async:
                 await asyncio.gather(work, return_exceptions=True)
+            if thread is not None:
+                self._abandon(job.name, thread)
             return Outcome(
                 RunStatus.FAILED,
                 code="JOB_TIMEOUT",
-                abandoned=not job.is_async,
-                message=f"attempt exceeded the job's timeout of {job.timeout}",
+                abandoned=thread is not None,
+                message=f"attempt exceeded the job's timeout of {job.timeout}"
+                + ("; its thread was abandoned and is still running" if thread else ""),
             )
         return outcome_of(work, ctx)
+
+    def _abandon(self, job_name: str, thread: Future[Any]) -> None:
+        """Count a timed-out sync attempt's thread until it really ends.
+
+        Python cannot stop a thread: it keeps its pool thread and, in effect, its slot and
+        its place under the job's concurrency limit. Counting it keeps the node from
+        claiming work that would only queue behind it, and from running a
+        ``max_concurrency=1`` job beside its own abandoned attempt.
+        """
+        loop = asyncio.get_running_loop()
+        self._abandoned[job_name] += 1
+        self.log.warning("run.thread_abandoned", job=job_name,
+                         abandoned_threads=sum(self._abandoned.values()))  # fmt: skip
+
+        def ended(_: Future[Any]) -> None:
+            loop.call_soon_threadsafe(self._abandoned_ended, job_name)
+
+        thread.add_done_callback(ended)
+
+    def _abandoned_ended(self, job_name: str) -> None:
+        self._abandoned[job_name] -= 1
+        if self._abandoned[job_name] <= 0:
+            del self._abandoned[job_name]
+        self.log.info("run.abandoned_thread_ended", job=job_name)
+        self.wakeup.set()
+
+    @property
+    def abandoned_threads(self) -> int:
+        """Threads of timed-out sync attempts still running: they hold slots until they end."""
+        return sum(self._abandoned.values())
 
     async def _execute_batch(
         self, job: JobDefinition, flights: list[tuple[RunRow, JobContext]], effects: SqlEffects
@@ -447,8 +492,8 @@ class WorkerService(Service):
     ) -> list[Outcome]:
         assert job.batch is not None
         deadline = self.env.clock.now() + job.timeout
-        loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(self._threads, run_batch, job, ctxs, effects)
+        thread = self._threads.submit(run_batch, job, ctxs, effects)
+        work = asyncio.wrap_future(thread)
         timer = asyncio.ensure_future(self.env.clock.sleep_until(deadline))
         try:
             done, _ = await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
@@ -457,8 +502,10 @@ class WorkerService(Service):
         if work not in done:
             for ctx in ctxs:
                 ctx._cancel.set()
+            self._abandon(job.name, thread)
             timeout = Outcome(RunStatus.FAILED, code="JOB_TIMEOUT", abandoned=True,
-                              message=f"batch exceeded the job's timeout of {job.timeout}")  # fmt: skip
+                              message=f"batch exceeded the job's timeout of {job.timeout}; its "
+                                      "thread was abandoned and is still running")  # fmt: skip
             return [timeout] * len(ctxs)
         if work.exception() is not None:
             return [outcome_of(work, ctxs[0])] * len(ctxs)
