@@ -10,8 +10,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import structlog
 from sqlalchemy import Column, Integer, MetaData, String, Table, select
+from typer.testing import CliRunner
 
+from duly.cli import app
 from duly.clock import ManualClock
 from duly.engine.context import JobContext
 from duly.engine.errors import JobError
@@ -510,7 +513,7 @@ async def test_a_node_that_lost_its_lease_stops_the_job_before_its_side_effect(
 
 
 async def test_an_abandoned_thread_holds_its_slot_and_its_jobs_limit_until_it_ends(
-    store: SqlStore, clock: ManualClock, registry: JobRegistry
+    store: SqlStore, clock: ManualClock, registry: JobRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lock = threading.Lock()
     running: list[int] = []
@@ -549,6 +552,13 @@ async def test_an_abandoned_thread_holds_its_slot_and_its_jobs_limit_until_it_en
     # each run started only once the abandoned thread before it had ended (50 s each)
     assert all(b - a >= timedelta(seconds=50) for a, b in itertools.pairwise(starts))
     assert starts[-1] <= timedelta(seconds=110)
+    # An operator reading the run is told its thread was abandoned.
+    monkeypatch.setenv("DULY_DATABASE_URL", store.engine.url.render_as_string(hide_password=False))
+    structlog.reset_defaults()
+    shown = CliRunner().invoke(app, ["runs", "show", str(runs[0].id)])
+    structlog.reset_defaults()
+    assert shown.exit_code == 0, shown.output
+    assert "JOB_TIMEOUT" in shown.output and "thread was abandoned" in shown.output
 
 
 async def test_a_run_claimed_again_beside_its_lost_attempt_waits_for_it_and_keeps_its_lease(

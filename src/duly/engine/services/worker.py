@@ -78,6 +78,8 @@ class WorkerService(Service):
         self._writer = CompletionWriter(env, self.log)
         self._threads_closed = False
         self._abandoned: Counter[str] = Counter()  # timed-out sync threads still running, by job
+        self._no_claim_running = asyncio.Event()  # set while no claim query is in flight
+        self._no_claim_running.set()
         self._db_failures = 0  # consecutive failed claim passes, for the backoff
         self._batch_jobs = {j.name: j for j in env.registry if j.batch is not None}
         self._batch_cap = opts.max_batch_size
@@ -176,12 +178,12 @@ class WorkerService(Service):
             # Batch jobs first (up to a whole batch for one slot), in at most half the
             # slots: a flood of transfers never keeps other jobs waiting.
             batch_params = self._batch_claim_params(params)
-            claimed = await self.env.db(self.env.store.run_claim, batch_params)
+            claimed = await self._claim(batch_params)
             full = len(claimed) >= batch_params.limit
             free -= self._start_batches(claimed)
-            params = replace(params, limit=min(free, opts.claim_batch))
+            params = self._claim_params(free)  # afresh: a thread may have been abandoned since
         if may_claim and free > 0:
-            single = await self.env.db(self.env.store.run_claim, params)
+            single = await self._claim(params)
             self._start_singles(single)
             full = full or len(single) >= params.limit
             claimed += single
@@ -194,6 +196,13 @@ class WorkerService(Service):
             return
         wake = await self._next_wake(free if may_claim else 0, params.now)
         await self.env.clock.sleep_until(wake, self.wakeup)
+
+    async def _claim(self, params: ClaimParams) -> list[ClaimedRun]:
+        self._no_claim_running.clear()
+        try:
+            return await self.env.db(self.env.store.run_claim, params)
+        finally:
+            self._no_claim_running.set()
 
     def _claim_params(self, free: int) -> ClaimParams:
         opts = self.env.options
@@ -465,7 +474,7 @@ class WorkerService(Service):
             if job.is_async:
                 await asyncio.gather(work, return_exceptions=True)
             if thread is not None:
-                self._abandon(job.name, thread)
+                await self._abandon(job.name, thread)
             return Outcome(
                 RunStatus.FAILED,
                 code="JOB_TIMEOUT",
@@ -475,13 +484,17 @@ class WorkerService(Service):
             )
         return outcome_of(work, ctx)
 
-    def _abandon(self, job_name: str, thread: Future[Any]) -> None:
+    async def _abandon(self, job_name: str, thread: Future[Any]) -> None:
         """Count a timed-out sync attempt's thread until it really ends.
 
         Python cannot stop a thread: it keeps its pool thread and, in effect, its slot and
         its place under the job's concurrency limit. Counting it keeps the node from
         claiming work that would only queue behind it, and from running a
         ``max_concurrency=1`` job beside its own abandoned attempt.
+
+        Returns once no claim is in flight: a claim whose limits were computed before
+        this count, and whose query would run after the attempt's outcome is written (the
+        run no longer counted as running), could take one run too many.
         """
         loop = asyncio.get_running_loop()
         self._abandoned[job_name] += 1
@@ -492,6 +505,7 @@ class WorkerService(Service):
             loop.call_soon_threadsafe(self._abandoned_ended, job_name)
 
         thread.add_done_callback(ended)
+        await self._no_claim_running.wait()
 
     def _abandoned_ended(self, job_name: str) -> None:
         self._abandoned[job_name] -= 1
@@ -550,7 +564,7 @@ class WorkerService(Service):
         if work not in done:
             for ctx in ctxs:
                 ctx._cancel.set()
-            self._abandon(job.name, thread)
+            await self._abandon(job.name, thread)
             timeout = Outcome(RunStatus.FAILED, code="JOB_TIMEOUT", abandoned=True,
                               message=f"batch exceeded the job's timeout of {job.timeout}; its "
                                       "thread was abandoned and is still running")  # fmt: skip
