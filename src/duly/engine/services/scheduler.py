@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from duly.engine.errors import ScheduleBroken
 from duly.engine.planning import Misfire, Overlap, plan_fires
 from duly.engine.services.base import Env, Service
 from duly.engine.store.base import FireDecision, FiredSchedule, NewAlert, ScheduleRow
@@ -73,13 +74,11 @@ class SchedulerService(Service):
         return fired
 
     def decide(self, sched: ScheduleRow, previous_active: bool, now: datetime) -> FireDecision:
-        """The runs for one due schedule, and its next fire."""
-        trigger = trigger_for(sched)
-        due: list[datetime] = []
-        fire = sched.next_fire_at
-        while fire is not None and fire <= now and len(due) < self.env.options.max_fires_per_pass:
-            due.append(fire)
-            fire = trigger.next_fire(fire)
+        """The runs for one due schedule, and its next fire.
+
+        :raises ScheduleBroken: if the schedule's definition cannot be evaluated.
+        """
+        due, fire = self._due_fires(sched, now)
         plan = plan_fires(
             due,
             now,
@@ -101,10 +100,33 @@ class SchedulerService(Service):
             window_seconds=window,
         )
 
+    def _due_fires(
+        self, sched: ScheduleRow, now: datetime
+    ) -> tuple[list[datetime], datetime | None]:
+        """The schedule's fires due by ``now`` (at most a pass's worth), and the fire after them."""
+        try:
+            trigger = trigger_for(sched)
+            due: list[datetime] = []
+            fire = sched.next_fire_at
+            while (
+                fire is not None and fire <= now and len(due) < self.env.options.max_fires_per_pass
+            ):
+                due.append(fire)
+                fire = trigger.next_fire(fire)
+        except Exception as exc:
+            # The definition was valid when saved; the system changed under it (a time zone
+            # or calendar gone, a grammar tightened). Whatever the timing code raises is
+            # about this schedule alone, so it is set aside rather than failing the batch.
+            raise ScheduleBroken(f"{type(exc).__name__}: {exc}") from exc
+        return due, fire
+
     def _grace(self, sched: ScheduleRow) -> timedelta:
         return timedelta(seconds=sched.misfire_grace_seconds)
 
     def _report(self, item: FiredSchedule, now: datetime) -> None:
+        if item.broken_reason is not None:
+            self._report_broken(item.schedule, item.broken_reason, now)
+            return
         sched, decision = item.schedule, item.decision
         late = [r for r in decision.runs if now - r.scheduled_for > self._grace(sched)]
         missed = sum(1 for r in decision.runs if r.status.value == "missed")
@@ -134,6 +156,21 @@ class SchedulerService(Service):
                     "last_late": late[-1].scheduled_for.isoformat(),
                     "policy": sched.misfire,
                 },
+                job_name=sched.job_name,
+            )
+        )
+
+    def _report_broken(self, sched: ScheduleRow, reason: str, now: datetime) -> None:
+        self.log.error("schedule.broken", schedule=sched.name, job=sched.job_name, reason=reason)
+        due = sched.next_fire_at.isoformat() if sched.next_fire_at else None
+        self.env.alerts.raise_alert(
+            NewAlert(
+                dedupe_key=f"schedule.broken:{sched.name}",
+                rule="schedule.broken",
+                severity="high",
+                title=f"schedule {sched.name} cannot fire and is set aside until fixed: {reason}",
+                now=now,
+                details={"schedule": sched.name, "reason": reason, "next_fire_at": due},
                 job_name=sched.job_name,
             )
         )

@@ -102,6 +102,9 @@ class ScheduleRow:
     version: int
     created_at: datetime
     updated_at: datetime
+    broken_reason: str | None = None
+    """Why firing set this schedule aside (it is not fired until fixed), or ``None``."""
+    broken_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,7 @@ class FireDecision:
 
 
 #: Called by ``schedule_fire_due`` inside its transaction: (schedule, previous run active) → decision.
+#: It raises :class:`~duly.engine.errors.ScheduleBroken` for a definition it cannot evaluate.
 FirePlanner = Callable[[ScheduleRow, bool], FireDecision]
 
 
@@ -128,6 +132,8 @@ class FiredSchedule:
     schedule: ScheduleRow
     decision: FireDecision
     created_run_ids: tuple[int, ...]
+    broken_reason: str | None = None
+    """Set when the planner found the definition unusable: nothing fired, the schedule is now broken."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +344,7 @@ class Store(Protocol):
         self, now: datetime, limit: int, planner: FirePlanner
     ) -> list[FiredSchedule]: ...
     def schedule_next_due(self) -> datetime | None: ...
+    def schedule_overdue(self, due_before: datetime, limit: int) -> list[ScheduleRow]: ...
 
     # runs
     def run_enqueue(self, new: NewRun, now: datetime) -> tuple[RunRow, bool]: ...

@@ -9,9 +9,16 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, text, update
 
-from duly.engine.errors import NotFound
+from duly.engine.errors import NotFound, ScheduleBroken
 from duly.engine.states import RunStatus
-from duly.engine.store.base import FiredSchedule, FirePlanner, NewSchedule, ScheduleRow, iter_chunks
+from duly.engine.store.base import (
+    FireDecision,
+    FiredSchedule,
+    FirePlanner,
+    NewSchedule,
+    ScheduleRow,
+    iter_chunks,
+)
 from duly.engine.store.plumbing import SqlBase
 from duly.engine.store.rows import (
     ACTIVE_VALUES,
@@ -21,6 +28,15 @@ from duly.engine.store.rows import (
     schedule_row,
 )
 from duly.engine.store.schema import runs, schedules
+
+#: Schedules the scheduler fires: neither paused nor set aside as broken.
+_FIREABLE = and_(schedules.c.paused.is_(False), schedules.c.broken_at.is_(None))
+
+#: A broken schedule's reason is an error message: kept to a readable length.
+_MAX_REASON = 500
+
+#: An upsert or a resume that computed a next fire has a usable definition again.
+_FIXED: dict[str, Any] = {"broken_reason": None, "broken_at": None}
 
 
 class ScheduleQueries(SqlBase):
@@ -54,7 +70,9 @@ class ScheduleQueries(SqlBase):
                 if changed or old.paused != new.paused:
                     values["next_fire_at"] = next_fire_at(new)
                     values["version"] = old.version + 1
-                values["updated_at"] = now
+                # An unchanged definition keeps its next fire: fires missed while broken
+                # are then caught up under the schedule's misfire policy.
+                values.update(_FIXED, updated_at=now)
                 conn.execute(update(schedules).where(schedules.c.id == old.id).values(**values))
             row = conn.execute(select(schedules).where(schedules.c.name == new.name)).one()
         return schedule_row(row)
@@ -78,7 +96,7 @@ class ScheduleQueries(SqlBase):
         with self._write(["schedules"]) as conn:
             values: dict[str, Any] = {"paused": paused, "updated_at": now}
             if not paused:
-                values["next_fire_at"] = next_fire_at
+                values.update(_FIXED, next_fire_at=next_fire_at)
             res = conn.execute(
                 update(schedules)
                 .where(schedules.c.name == name)
@@ -100,14 +118,28 @@ class ScheduleQueries(SqlBase):
         return True
 
     def schedule_next_due(self) -> datetime | None:
-        """The earliest ``next_fire_at`` of an unpaused schedule."""
+        """The earliest ``next_fire_at`` of a schedule neither paused nor broken."""
         with self._read() as conn:
             value = conn.execute(
                 select(func.min(schedules.c.next_fire_at)).where(
-                    schedules.c.paused.is_(False), schedules.c.next_fire_at.is_not(None)
+                    _FIREABLE, schedules.c.next_fire_at.is_not(None)
                 )
             ).scalar()
         return aware(value)
+
+    def schedule_overdue(self, due_before: datetime, limit: int) -> list[ScheduleRow]:
+        """Unpaused schedules whose ``next_fire_at`` is before ``due_before``, most overdue first.
+
+        Broken schedules are included: not firing is exactly what makes them overdue.
+        """
+        with self._read() as conn:
+            rows = conn.execute(
+                select(schedules)
+                .where(schedules.c.paused.is_(False), schedules.c.next_fire_at < due_before)
+                .order_by(schedules.c.next_fire_at)
+                .limit(limit)
+            ).all()
+        return [schedule_row(r) for r in rows]
 
     def schedule_fire_due(
         self, now: datetime, limit: int, planner: FirePlanner
@@ -116,34 +148,61 @@ class ScheduleQueries(SqlBase):
 
         For each, ``planner`` says which runs to insert and the next fire; runs are unique on
         ``(schedule_id, scheduled_for)`` so two nodes firing the same schedule insert one run.
+        A schedule the planner cannot evaluate is marked broken and the others still fire.
         """
-        fired: list[FiredSchedule] = []
         with self._write(["runs"]) as conn:
-            stmt = (
-                select(schedules)
-                .where(schedules.c.paused.is_(False), schedules.c.next_fire_at <= now)
-                .order_by(schedules.c.next_fire_at)
-                .limit(limit)
-            )
-            if self.is_postgres:
-                stmt = stmt.with_for_update(skip_locked=True)
-            due = [schedule_row(r) for r in conn.execute(stmt).all()]
+            due = self._lock_due(conn, now, limit)
             if not due:
                 return []
             active = self._active_schedule_ids(conn, [s.id for s in due])
-            for sched in due:
-                decision = planner(sched, sched.id in active)
-                created = self._insert_fired_runs(conn, sched, decision, now)
-                if decision.cancel_previous:
-                    self._cancel_active_of_schedule(conn, sched.id, now, keep=created)
-                last = max((r.scheduled_for for r in decision.runs), default=sched.last_fire_at)
-                conn.execute(
-                    update(schedules)
-                    .where(schedules.c.id == sched.id)
-                    .values(next_fire_at=decision.next_fire_at, last_fire_at=last, updated_at=now)
-                )
-                fired.append(FiredSchedule(sched, decision, tuple(created)))
-        return fired
+            return [self._fire_one(conn, s, planner, s.id in active, now) for s in due]
+
+    def _lock_due(self, conn: Connection, now: datetime, limit: int) -> list[ScheduleRow]:
+        stmt = (
+            select(schedules)
+            .where(_FIREABLE, schedules.c.next_fire_at <= now)
+            .order_by(schedules.c.next_fire_at)
+            .limit(limit)
+        )
+        if self.is_postgres:
+            stmt = stmt.with_for_update(skip_locked=True)
+        return [schedule_row(r) for r in conn.execute(stmt).all()]
+
+    def _fire_one(
+        self,
+        conn: Connection,
+        sched: ScheduleRow,
+        planner: FirePlanner,
+        previous_active: bool,
+        now: datetime,
+    ) -> FiredSchedule:
+        try:
+            decision = planner(sched, previous_active)
+        except ScheduleBroken as exc:
+            # Nothing was written for it yet: set it aside so it is not picked again.
+            return self._mark_broken(conn, sched, str(exc) or type(exc).__name__, now)
+        created = self._insert_fired_runs(conn, sched, decision, now)
+        if decision.cancel_previous:
+            self._cancel_active_of_schedule(conn, sched.id, now, keep=created)
+        last = max((r.scheduled_for for r in decision.runs), default=sched.last_fire_at)
+        conn.execute(
+            update(schedules)
+            .where(schedules.c.id == sched.id)
+            .values(next_fire_at=decision.next_fire_at, last_fire_at=last, updated_at=now)
+        )
+        return FiredSchedule(sched, decision, tuple(created))
+
+    def _mark_broken(
+        self, conn: Connection, sched: ScheduleRow, reason: str, now: datetime
+    ) -> FiredSchedule:
+        reason = reason[:_MAX_REASON]
+        conn.execute(
+            update(schedules)
+            .where(schedules.c.id == sched.id)
+            .values(broken_reason=reason, broken_at=now, updated_at=now)
+        )
+        nothing = FireDecision(runs=(), next_fire_at=sched.next_fire_at)
+        return FiredSchedule(sched, nothing, (), broken_reason=reason)
 
     def _active_schedule_ids(self, conn: Connection, ids: list[int]) -> set[int]:
         rows = conn.execute(

@@ -58,6 +58,11 @@ schedules = Table(
     Column("version", Integer, nullable=False, server_default="1"),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # Set when firing found the definition unusable (a spec that no longer parses, a time
+    # zone gone from the system): the schedule is not fired again until an upsert or a
+    # resume gives it a usable definition, so one bad row cannot stop every other one.
+    Column("broken_reason", Text),
+    Column("broken_at", UTCDateTime()),
 )
 Index(
     "ix_schedules_due",

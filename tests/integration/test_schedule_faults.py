@@ -1,0 +1,109 @@
+"""The scheduler and the watchdog when schedules go wrong, on a manual clock over a real store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from duly.clock import ManualClock
+from duly.engine.alerts import StoreAlertSink
+from duly.engine.registry import JobRegistry
+from duly.engine.services.base import Env
+from duly.engine.services.watchdog import WatchdogService
+from duly.engine.states import RunStatus
+from duly.engine.store.base import NewSchedule, RunFilter
+from duly.engine.store.sql import SqlStore
+from duly.testing import EngineHarness, test_options
+
+T0 = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
+
+
+@pytest.fixture
+def registry() -> JobRegistry:
+    reg = JobRegistry()
+    reg.job("tick")(lambda ctx: None)
+    return reg
+
+
+def fires_of(store: SqlStore, name: str) -> list[tuple[datetime, RunStatus]]:
+    sched = store.schedule_get(name)
+    assert sched is not None
+    runs = store.run_list(RunFilter(limit=10_000))
+    return sorted((r.scheduled_for, r.status) for r in runs if r.schedule_id == sched.id)
+
+
+def hours(*hs: int) -> list[datetime]:
+    return [T0 + timedelta(hours=h) for h in hs]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("timezone", "Atlantis/Lost_City"), ("spec", "every:1 fortnight")]
+)
+async def test_a_broken_schedule_is_set_aside_with_an_alert_and_the_others_keep_firing(
+    store: SqlStore, clock: ManualClock, registry: JobRegistry, field: str, value: str
+) -> None:
+    async with EngineHarness(store, registry, clock) as h:
+        h.client.upsert_schedule(NewSchedule(name="good", job_name="tick", spec="every:1h"))
+        # Saved while valid; the system changed under it since (a zone dropped from tzdata,
+        # a spec form withdrawn). The store takes it as it is, as a row written long ago.
+        fields = {"spec": "every:1h", field: value}
+        bad = NewSchedule(name="bad", job_name="tick", **fields)  # type: ignore[arg-type]
+        store.schedule_upsert(bad, clock.now(), lambda s: T0 + timedelta(hours=1))
+        await h.advance(timedelta(hours=3))
+
+        assert [t for t, _ in fires_of(store, "good")] == hours(1, 2, 3)
+        assert fires_of(store, "bad") == []
+        row = store.schedule_get("bad")
+        assert row is not None and row.broken_at == T0 + timedelta(hours=1)
+        assert value in (row.broken_reason or "")
+        alerts = {a.rule: a for a in store.alert_list()}
+        assert alerts["schedule.broken"].details["schedule"] == "bad"
+        assert alerts["schedule.broken"].occurrences == 1  # set aside: not retried every pass
+        # Not firing, it falls behind: the watchdog says so too.
+        assert alerts["schedule.overdue"].details["schedule"] == "bad"
+        assert set(alerts) == {"schedule.broken", "schedule.overdue"}
+
+        # Fixed by an upsert with a valid definition: it fires again from then on.
+        h.client.upsert_schedule(NewSchedule(name="bad", job_name="tick", spec="daily:04:30"))
+        await h.advance(timedelta(hours=2))
+    row = store.schedule_get("bad")
+    assert row is not None and row.broken_reason is None and row.broken_at is None
+    assert fires_of(store, "bad") == [(T0 + timedelta(hours=4, minutes=30), RunStatus.SUCCEEDED)]
+    assert [t for t, _ in fires_of(store, "good")] == hours(1, 2, 3, 4, 5)
+
+
+def watchdog(store: SqlStore, clock: ManualClock, **options: object) -> WatchdogService:
+    env = Env(store, clock, JobRegistry(), test_options(**options), StoreAlertSink(store))
+    return WatchdogService(env)
+
+
+def test_the_watchdog_alerts_on_a_schedule_whose_next_fire_is_overdue(
+    store: SqlStore, clock: ManualClock
+) -> None:
+    # No scheduler fires it (all scheduler nodes stuck, say): only the watchdog can tell.
+    store.schedule_upsert(NewSchedule(name="s", job_name="tick", spec="every:1h"), T0, lambda s: T0)
+    paused = NewSchedule(name="p", job_name="tick", spec="every:1h", paused=True)
+    store.schedule_upsert(paused, T0, lambda s: T0)
+    dog = watchdog(store, clock, watchdog_overdue_minutes=2)
+    clock.set(T0 + timedelta(minutes=10))
+    dog.check_once()  # just started: the scheduler gets the threshold to catch up first
+    clock.advance(timedelta(minutes=1))
+    dog.check_once()
+    assert store.alert_list() == []
+    clock.advance(timedelta(minutes=1))
+    dog.check_once()
+    (alert,) = store.alert_list()
+    assert alert.rule == "schedule.overdue" and alert.details["schedule"] == "s"
+    assert alert.details["next_fire_at"] == T0.isoformat()
+    assert alert.details["threshold_minutes"] == 2
+
+
+async def test_the_watchdog_is_quiet_while_schedules_fire_on_time(
+    store: SqlStore, clock: ManualClock, registry: JobRegistry
+) -> None:
+    async with EngineHarness(store, registry, clock) as h:
+        h.client.upsert_schedule(NewSchedule(name="s", job_name="tick", spec="every:10m"))
+        await h.advance(timedelta(hours=2))
+    assert len(fires_of(store, "s")) == 12
+    assert store.alert_list() == []
