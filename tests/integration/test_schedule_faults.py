@@ -7,13 +7,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from duly.clock import ManualClock
+from duly.config import Settings
 from duly.engine.alerts import StoreAlertSink
+from duly.engine.client import EngineClient
 from duly.engine.registry import JobRegistry
 from duly.engine.services.base import Env
 from duly.engine.services.watchdog import WatchdogService
 from duly.engine.states import RunStatus
 from duly.engine.store.base import NewSchedule, RunFilter
 from duly.engine.store.sql import SqlStore
+from duly.runtime import System, engine_options, job_registry
 from duly.testing import EngineHarness, test_options
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
@@ -107,3 +110,34 @@ async def test_the_watchdog_is_quiet_while_schedules_fire_on_time(
         await h.advance(timedelta(hours=2))
     assert len(fires_of(store, "s")) == 12
     assert store.alert_list() == []
+
+
+# -- operator state across restarts -------------------------------------------------------
+
+
+def restart(store: SqlStore, clock: ManualClock, **schedule: object) -> None:
+    """What a node does as it starts: sync the schedules declared in the configuration."""
+    declared = {"name": "report", "job": "duly.noop", "spec": "every:1h", **schedule}
+    settings = Settings(schedules=[declared])  # type: ignore[list-item]
+    System(
+        settings, store, job_registry(settings), clock, engine_options(settings)
+    ).sync_schedules()
+
+
+def test_a_restart_keeps_an_operators_pause_and_edits(store: SqlStore, clock: ManualClock) -> None:
+    restart(store, clock)
+    client = EngineClient(store, job_registry(Settings()), clock)
+    client.pause("report")
+    clock.advance(timedelta(hours=3))
+    restart(store, clock)
+    row = store.schedule_get("report")
+    assert row is not None and row.paused
+    restart(store, clock, spec="every:2h")  # the file may still change the definition
+    row = store.schedule_get("report")
+    assert row is not None and row.paused and row.spec == "every:2h"
+
+    client.resume("report")
+    client.upsert_schedule(NewSchedule(name="report", job_name="duly.noop", spec="daily:06:00"))
+    restart(store, clock, spec="every:2h", enabled=False)
+    row = store.schedule_get("report")
+    assert row is not None and not row.paused and row.spec == "daily:06:00"

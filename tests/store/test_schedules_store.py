@@ -101,3 +101,51 @@ def test_overdue_schedules_are_listed_broken_included_paused_not(store: SqlStore
     assert [s.name for s in overdue] == ["bad", "late", "later"]
     assert overdue[0].broken_reason is not None
     assert [s.name for s in store.schedule_overdue(T0 + timedelta(minutes=30), 1)] == ["bad"]
+
+
+# -- operator state and declarations ---------------------------------------------------------
+
+
+def declared(name: str = "s", **kw: object) -> NewSchedule:
+    """A schedule as the configuration file declares it at each start."""
+    return hourly(name, source="config", **kw)
+
+
+def test_an_operators_pause_outlives_the_declaration_upserted_again(store: SqlStore) -> None:
+    store.schedule_upsert(declared(), T0, lambda s: T0)
+    store.schedule_set_paused("s", True, T0, None)
+    # A restart: the file still declares it enabled.
+    again = store.schedule_upsert(declared(), T0 + timedelta(hours=1), lambda s: T0)
+    assert again.paused and again.paused_set_by == "api"
+    # The file's definition still applies; the pause stays.
+    moved = NewSchedule(name="s", job_name="j", spec="every:2h", source="config")
+    row = store.schedule_upsert(moved, T0, lambda s: T0 + timedelta(hours=2))
+    assert row.spec == "every:2h" and row.paused
+    assert store.schedule_fire_due(T0 + timedelta(days=1), 10, planner(T0)) == []
+
+
+def test_an_operators_resume_outlives_a_declaration_disabling_it(store: SqlStore) -> None:
+    store.schedule_upsert(declared(paused=True), T0, lambda s: T0)
+    store.schedule_set_paused("s", False, T0, T0 + timedelta(hours=1))
+    row = store.schedule_upsert(declared(paused=True), T0, lambda s: T0)
+    assert not row.paused and row.next_fire_at == T0 + timedelta(hours=1)
+
+
+def test_the_declared_pause_applies_while_no_operator_set_one(store: SqlStore) -> None:
+    store.schedule_upsert(declared(paused=True), T0, lambda s: T0)
+    enabled = store.schedule_upsert(declared(), T0, lambda s: T0 + timedelta(hours=1))
+    assert not enabled.paused and enabled.next_fire_at == T0 + timedelta(hours=1)
+    disabled = store.schedule_upsert(declared(paused=True), T0, lambda s: T0)
+    assert disabled.paused
+
+
+def test_a_declaration_leaves_a_schedule_an_operator_defined_as_it_is(store: SqlStore) -> None:
+    edited = NewSchedule(name="s", job_name="j", spec="every:2h", args={"by": "operator"})
+    store.schedule_upsert(edited, T0, lambda s: T0 + timedelta(hours=2))
+    row = store.schedule_upsert(declared(), T0, lambda s: T0)
+    assert (row.spec, row.args, row.source) == ("every:2h", {"by": "operator"}, "api")
+    assert row.next_fire_at == T0 + timedelta(hours=2) and row.version == 1
+    # An operator's edit of a declared schedule takes it over the same way.
+    store.schedule_upsert(declared("d"), T0, lambda s: T0)
+    store.schedule_upsert(hourly("d", args={"by": "operator"}), T0, lambda s: T0)
+    assert store.schedule_upsert(declared("d"), T0, lambda s: T0).args == {"by": "operator"}

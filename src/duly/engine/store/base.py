@@ -105,6 +105,8 @@ class ScheduleRow:
     broken_reason: str | None = None
     """Why firing set this schedule aside (it is not fired until fixed), or ``None``."""
     broken_at: datetime | None = None
+    paused_set_by: str | None = None
+    """``"api"`` once an operator paused or resumed it: upserts then keep ``paused``."""
 
 
 @dataclass(frozen=True, slots=True)

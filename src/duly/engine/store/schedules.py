@@ -39,6 +39,32 @@ _MAX_REASON = 500
 _FIXED: dict[str, Any] = {"broken_reason": None, "broken_at": None}
 
 
+#: The ``source`` of schedules an operator defines or edits, and the ``paused_set_by`` of
+#: a pause or resume by one.
+OPERATOR = "api"
+
+
+def _update_values(
+    old: ScheduleRow,
+    new: NewSchedule,
+    values: dict[str, Any],
+    now: datetime,
+    next_fire_at: Callable[[NewSchedule], datetime | None],
+) -> dict[str, Any]:
+    """The columns an upsert of ``new`` over ``old`` changes (none: ``old`` stays as it is)."""
+    if new.source != OPERATOR and old.source == OPERATOR:
+        return {}  # a declaration meets an operator's own definition: theirs stands
+    if old.paused_set_by == OPERATOR:
+        values["paused"] = old.paused
+    changed = schedule_definition(old) != new.definition()
+    if changed or old.paused != values["paused"]:
+        values["next_fire_at"] = next_fire_at(new)
+        values["version"] = old.version + 1
+    # An unchanged definition keeps its next fire: fires missed while broken are then
+    # caught up under the schedule's misfire policy.
+    return {**values, **_FIXED, "updated_at": now}
+
+
 class ScheduleQueries(SqlBase):
     """Schedules and their firing."""
 
@@ -48,7 +74,12 @@ class ScheduleQueries(SqlBase):
         now: datetime,
         next_fire_at: Callable[[NewSchedule], datetime | None],
     ) -> ScheduleRow:
-        """Create the schedule ``new.name`` or update it; its next fire moves only if its definition changed."""
+        """Create the schedule ``new.name`` or update it; its next fire moves only if its definition changed.
+
+        An operator's state wins over a declaration (the configuration file, duly's own
+        schedules): a schedule paused or resumed by an operator keeps that state, and one
+        an operator defined or edited (``source="api"``) is left as it is.
+        """
         values = {f.name: getattr(new, f.name) for f in fields(NewSchedule)}
         with self._write(["schedules"]) as conn:
             if self.is_postgres:
@@ -66,14 +97,11 @@ class ScheduleQueries(SqlBase):
                 conn.execute(insert(schedules).values(**values))
             else:
                 old = schedule_row(current)
-                changed = schedule_definition(old) != new.definition()
-                if changed or old.paused != new.paused:
-                    values["next_fire_at"] = next_fire_at(new)
-                    values["version"] = old.version + 1
-                # An unchanged definition keeps its next fire: fires missed while broken
-                # are then caught up under the schedule's misfire policy.
-                values.update(_FIXED, updated_at=now)
-                conn.execute(update(schedules).where(schedules.c.id == old.id).values(**values))
+                changes = _update_values(old, new, values, now, next_fire_at)
+                if changes:
+                    conn.execute(
+                        update(schedules).where(schedules.c.id == old.id).values(**changes)
+                    )
             row = conn.execute(select(schedules).where(schedules.c.name == new.name)).one()
         return schedule_row(row)
 
@@ -92,9 +120,16 @@ class ScheduleQueries(SqlBase):
     def schedule_set_paused(
         self, name: str, paused: bool, now: datetime, next_fire_at: datetime | None
     ) -> ScheduleRow:
-        """Pause or resume ``name``; resuming sets the next fire given (fires while paused are not run)."""
+        """Pause or resume ``name`` as an operator; resuming sets the next fire given (fires while paused are not run).
+
+        Later upserts of its definition keep this state.
+        """
         with self._write(["schedules"]) as conn:
-            values: dict[str, Any] = {"paused": paused, "updated_at": now}
+            values: dict[str, Any] = {
+                "paused": paused,
+                "paused_set_by": OPERATOR,
+                "updated_at": now,
+            }
             if not paused:
                 values.update(_FIXED, next_fire_at=next_fire_at)
             res = conn.execute(

@@ -63,6 +63,9 @@ schedules = Table(
     # resume gives it a usable definition, so one bad row cannot stop every other one.
     Column("broken_reason", Text),
     Column("broken_at", UTCDateTime()),
+    # "api" once an operator paused or resumed the schedule: upserts of its definition (the
+    # configuration file at each start) then leave `paused` as the operator set it.
+    Column("paused_set_by", String(16)),
 )
 Index(
     "ix_schedules_due",
