@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,6 +11,7 @@ from duly.clock import ManualClock
 from duly.config import Settings
 from duly.engine.alerts import StoreAlertSink
 from duly.engine.client import EngineClient
+from duly.engine.planning import MAX_MISSED_ROWS
 from duly.engine.registry import JobRegistry
 from duly.engine.services.base import Env
 from duly.engine.services.watchdog import WatchdogService
@@ -141,3 +143,72 @@ def test_a_restart_keeps_an_operators_pause_and_edits(store: SqlStore, clock: Ma
     restart(store, clock, spec="every:2h", enabled=False)
     row = store.schedule_get("report")
     assert row is not None and not row.paused and row.spec == "daily:06:00"
+
+
+# -- catch-ups longer than one pass ----------------------------------------------------------
+
+
+async def down_for(
+    store: SqlStore, clock: ManualClock, registry: JobRegistry, down: timedelta, **sched: object
+) -> Counter[RunStatus]:
+    """A node fires a schedule, stops for ``down``, starts again; the statuses of the fires since."""
+    options = test_options(max_fires_per_pass=3)
+    async with EngineHarness(store, registry, clock, options) as h:
+        h.client.upsert_schedule(NewSchedule(name="t", job_name="tick", **sched))  # type: ignore[arg-type]
+        await h.advance(timedelta(minutes=30))
+    clock.advance(down)
+    async with EngineHarness(store, registry, clock, options):
+        pass
+    return Counter(status for t, status in fires_of(store, "t") if t > T0)
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ("run_once", {RunStatus.MISSED: 9, RunStatus.SUCCEEDED: 1}),
+        ("run_all", {RunStatus.SUCCEEDED: 10}),
+        ("skip", {RunStatus.MISSED: 10}),
+    ],
+)
+async def test_a_catch_up_over_several_passes_follows_its_policy_and_alerts_once_with_all_fires(
+    store: SqlStore,
+    clock: ManualClock,
+    registry: JobRegistry,
+    policy: str,
+    expected: dict[RunStatus, int],
+) -> None:
+    # Ten fires missed, three a pass: four passes.
+    got = await down_for(
+        store, clock, registry, timedelta(hours=10), spec="every:1h", misfire=policy
+    )
+    assert got == expected
+    if policy == "run_once":  # the one catch-up run is for the latest late fire
+        ran = [t for t, s in fires_of(store, "t") if s is RunStatus.SUCCEEDED and t > T0]
+        assert ran == [T0 + timedelta(hours=10)]
+    (alert,) = store.alert_list()
+    assert alert.rule == "schedule.misfired" and alert.occurrences == 1
+    assert alert.details["late_fires"] == 10
+    assert alert.details["recorded_missed"] == expected.get(RunStatus.MISSED, 0)
+    assert alert.details["first_late"] == (T0 + timedelta(hours=1)).isoformat()
+    assert alert.details["last_late"] == (T0 + timedelta(hours=10)).isoformat()
+    row = store.schedule_get("t")
+    assert row is not None and row.catchup is None  # done: nothing carried over
+
+
+async def test_the_misfire_alert_counts_late_fires_beyond_the_rows_it_writes(
+    store: SqlStore, clock: ManualClock, registry: JobRegistry
+) -> None:
+    # One pass, more missed fires than are written as rows (MAX_MISSED_ROWS).
+    options = test_options()
+    async with EngineHarness(store, registry, clock, options) as h:
+        spec = NewSchedule(name="t", job_name="tick", spec="every:1m", misfire="skip")
+        h.client.upsert_schedule(spec)
+        await h.advance(timedelta(seconds=30))
+    clock.advance(timedelta(minutes=150))
+    async with EngineHarness(store, registry, clock, options):
+        pass
+    # Fires 00:01 … 02:30; the last is within the grace, so on time and run.
+    got = Counter(status for _, status in fires_of(store, "t"))
+    assert got == {RunStatus.MISSED: MAX_MISSED_ROWS, RunStatus.SUCCEEDED: 1}
+    (alert,) = store.alert_list()
+    assert alert.details["late_fires"] == 149 and alert.details["recorded_missed"] == 149

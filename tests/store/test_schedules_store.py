@@ -7,7 +7,13 @@ from datetime import UTC, datetime, timedelta
 from duly.engine.errors import ScheduleBroken
 from duly.engine.planning import PlannedRun
 from duly.engine.states import RunStatus
-from duly.engine.store.base import FireDecision, NewSchedule, RunFilter, ScheduleRow
+from duly.engine.store.base import (
+    FireDecision,
+    MisfireTally,
+    NewSchedule,
+    RunFilter,
+    ScheduleRow,
+)
 from duly.engine.store.sql import SqlStore
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -149,3 +155,31 @@ def test_a_declaration_leaves_a_schedule_an_operator_defined_as_it_is(store: Sql
     store.schedule_upsert(declared("d"), T0, lambda s: T0)
     store.schedule_upsert(hourly("d", args={"by": "operator"}), T0, lambda s: T0)
     assert store.schedule_upsert(declared("d"), T0, lambda s: T0).args == {"by": "operator"}
+
+
+# -- a catch-up spanning several passes -------------------------------------------------------
+
+
+def test_a_catch_up_carries_its_tally_to_the_next_pass_until_it_is_done(store: SqlStore) -> None:
+    store.schedule_upsert(hourly("s"), T0, lambda s: T0)
+    now = T0 + timedelta(hours=10)
+    tally = MisfireTally(3, 3, T0, T0 + timedelta(hours=2))
+
+    def part(sched: ScheduleRow, active: bool) -> FireDecision:
+        assert sched.catchup is None
+        runs = [PlannedRun(T0 + timedelta(hours=h), RunStatus.MISSED) for h in range(3)]
+        return FireDecision(
+            runs=runs, next_fire_at=T0 + timedelta(hours=3), misfires=tally, catching_up=True
+        )
+
+    store.schedule_fire_due(now, 10, part)
+    row = store.schedule_get("s")
+    assert row is not None and row.catchup == tally
+
+    def rest(sched: ScheduleRow, active: bool) -> FireDecision:
+        assert sched.catchup == tally  # what the earlier pass counted
+        return FireDecision(runs=[], next_fire_at=now + timedelta(hours=1), misfires=tally)
+
+    store.schedule_fire_due(now, 10, rest)
+    row = store.schedule_get("s")
+    assert row is not None and row.catchup is None and row.catchup_late == 0

@@ -65,6 +65,27 @@ def _update_values(
     return {**values, **_FIXED, "updated_at": now}
 
 
+def _catchup_values(decision: FireDecision) -> dict[str, Any]:
+    """The tally a catch-up carries to its next pass; cleared once the catch-up is done."""
+    tally = decision.misfires if decision.catching_up else None
+    if tally is None:
+        return _NO_CATCHUP
+    return {
+        "catchup_late": tally.late,
+        "catchup_missed": tally.missed,
+        "catchup_first_late": tally.first_late,
+        "catchup_last_late": tally.last_late,
+    }
+
+
+_NO_CATCHUP: dict[str, Any] = {
+    "catchup_late": 0,
+    "catchup_missed": 0,
+    "catchup_first_late": None,
+    "catchup_last_late": None,
+}
+
+
 class ScheduleQueries(SqlBase):
     """Schedules and their firing."""
 
@@ -223,7 +244,12 @@ class ScheduleQueries(SqlBase):
         conn.execute(
             update(schedules)
             .where(schedules.c.id == sched.id)
-            .values(next_fire_at=decision.next_fire_at, last_fire_at=last, updated_at=now)
+            .values(
+                next_fire_at=decision.next_fire_at,
+                last_fire_at=last,
+                updated_at=now,
+                **_catchup_values(decision),
+            )
         )
         return FiredSchedule(sched, decision, tuple(created))
 

@@ -66,6 +66,12 @@ schedules = Table(
     # "api" once an operator paused or resumed the schedule: upserts of its definition (the
     # configuration file at each start) then leave `paused` as the operator set it.
     Column("paused_set_by", String(16)),
+    # A catch-up of late fires larger than one pass takes carries its count from pass to
+    # pass here, so run_once runs once and the misfire alert counts every late fire.
+    Column("catchup_late", Integer, nullable=False, server_default="0"),
+    Column("catchup_missed", Integer, nullable=False, server_default="0"),
+    Column("catchup_first_late", UTCDateTime()),
+    Column("catchup_last_late", UTCDateTime()),
 )
 Index(
     "ix_schedules_due",
