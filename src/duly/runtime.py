@@ -80,6 +80,7 @@ def engine_options(settings: Settings) -> EngineOptions:
         shutdown_grace_seconds=e.shutdown_grace_seconds,
         misfire_grace_seconds=e.misfire_grace_seconds,
         watchdog_start_minutes=e.watchdog_start_minutes,
+        watchdog_overdue_minutes=e.watchdog_overdue_minutes,
         retention_days=e.retention_days,
     )
 

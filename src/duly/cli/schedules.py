@@ -75,7 +75,7 @@ def schedule_list() -> None:
             r.job_name,
             r.spec,
             r.timezone,
-            "paused" if r.paused else "active",
+            "broken" if r.broken_at else ("paused" if r.paused else "active"),
             iso(r.next_fire_at),
             r.source,
         )

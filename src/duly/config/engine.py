@@ -49,6 +49,8 @@ class EngineSettings(BaseModel):
     """How late a fire may be and still count as on time."""
     watchdog_start_minutes: Annotated[float, Field(gt=0)] = 5.0
     """Alert when a scheduled run has not started this long after its time."""
+    watchdog_overdue_minutes: Annotated[float, Field(gt=0)] = 5.0
+    """Alert when a schedule's next fire is this long past and no run was made for it."""
     retention_days: Annotated[int, Field(ge=1)] = 90
     """How long attempt rows (``job_executions``) are kept."""
     default_timeout_seconds: Annotated[float, Field(gt=0)] = 3600.0

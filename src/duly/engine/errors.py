@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["EngineError", "JobError", "LeaseLost", "NotFound", "RunConflict", "UnknownJob"]
+__all__ = [
+    "EngineError",
+    "JobError",
+    "LeaseLost",
+    "NotFound",
+    "RunConflict",
+    "ScheduleBroken",
+    "UnknownJob",
+]
 
 
 class EngineError(Exception):
@@ -48,3 +56,11 @@ class NotFound(EngineError):
 
 class RunConflict(EngineError):
     """The run is not in a state that allows the operation."""
+
+
+class ScheduleBroken(EngineError):
+    """A schedule's definition cannot be evaluated (bad spec, unknown time zone or calendar).
+
+    A fire planner raises it for that one schedule; the store then marks the schedule broken
+    and goes on with the others.
+    """

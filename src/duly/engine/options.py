@@ -36,6 +36,8 @@ class EngineOptions:
     shutdown_grace_seconds: float = 30.0
     misfire_grace_seconds: float = 60.0
     watchdog_start_minutes: float = 5.0
+    watchdog_overdue_minutes: float = 5.0
+    """Alert on a schedule whose next fire is this far behind (the scheduler is not firing it)."""
     watchdog_interval_seconds: float = 30.0
     node_lost_seconds: float = 120.0
     retention_days: int = 90

@@ -61,6 +61,11 @@ class FirePlan:
     """Late fires not written as rows (beyond :data:`MAX_MISSED_ROWS`)."""
 
     @property
+    def missed(self) -> int:
+        """Late fires the misfire policy did not run, written as rows or not."""
+        return sum(r.status is RunStatus.MISSED for r in self.runs) + self.missed_unrecorded
+
+    @property
     def to_run(self) -> list[PlannedRun]:
         """The runs created ``queued``."""
         return [r for r in self.runs if r.status is RunStatus.QUEUED]
@@ -74,14 +79,18 @@ def plan_fires(
     grace: timedelta,
     overlap: Overlap,
     previous_active: bool,
+    more_due: bool = False,
 ) -> FirePlan:
     """Decide the runs for ``due`` fires (ascending, all ``≤ now``) of one schedule.
 
     :param previous_active: whether a run of this schedule is queued, running or retrying.
+    :param more_due: whether later fires are due too, left for the next pass (a pass takes
+        a bounded number): ``run_once`` then leaves its one catch-up run to the pass that
+        reaches the latest late fire.
     """
     late = [f for f in due if now - f > grace]
     on_time = [f for f in due if now - f <= grace]
-    wanted, missed = _apply_misfire(late, misfire)
+    wanted, missed = _apply_misfire(late, misfire, more_due)
     wanted = sorted({*wanted, *on_time})
     recorded_missed = missed[-MAX_MISSED_ROWS:]
     planned = [PlannedRun(f, RunStatus.MISSED) for f in recorded_missed]
@@ -95,13 +104,15 @@ def plan_fires(
     )
 
 
-def _apply_misfire(late: list[datetime], misfire: Misfire) -> tuple[list[datetime], list[datetime]]:
+def _apply_misfire(
+    late: list[datetime], misfire: Misfire, more_due: bool
+) -> tuple[list[datetime], list[datetime]]:
     """Split late fires into (to run, missed)."""
     if not late:
         return [], []
     if misfire is Misfire.RUN_ALL:
         return late, []
-    if misfire is Misfire.RUN_ONCE:
+    if misfire is Misfire.RUN_ONCE and not more_due:
         return late[-1:], late[:-1]
     return [], late
 

@@ -86,3 +86,16 @@ def test_every_due_fire_is_accounted_for_once(offsets, misfire, overlap, active)
     assert all(r.status is not RunStatus.MISSED for r in plan.runs if r.scheduled_for in on_time)
     if misfire is Misfire.RUN_ALL and overlap in (Overlap.ALLOW, Overlap.QUEUE):
         assert all(r.status is RunStatus.QUEUED for r in plan.runs)
+
+
+def test_run_once_leaves_its_catch_up_run_to_the_pass_that_reaches_the_latest_fire() -> None:
+    kw = {"grace": GRACE, "overlap": Overlap.QUEUE, "previous_active": False}
+    early = plan_fires(hours_ago(6, 5, 4), NOW, misfire=Misfire.RUN_ONCE, more_due=True, **kw)
+    assert [r.status for r in early.runs] == [M, M, M] and early.missed == 3
+    last = plan_fires(hours_ago(3, 2, 1), NOW, misfire=Misfire.RUN_ONCE, **kw)
+    assert [r.status for r in last.runs] == [M, M, Q] and last.missed == 2
+    # Other policies do not depend on where a pass stops.
+    for misfire in (Misfire.RUN_ALL, Misfire.SKIP):
+        assert plan_fires(hours_ago(3, 2), NOW, misfire=misfire, more_due=True, **kw) == (
+            plan_fires(hours_ago(3, 2), NOW, misfire=misfire, **kw)
+        )

@@ -1,11 +1,12 @@
-"""The watchdog: runs that did not start on time, and runs past their job's window."""
+"""The watchdog: runs that did not start on time, runs past their job's window, and
+schedules whose next fire is long past (the scheduler is not firing them)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from duly.engine.services.base import Service
-from duly.engine.store.base import NewAlert
+from duly.engine.services.base import Env, Service
+from duly.engine.store.base import NewAlert, ScheduleRow
 
 __all__ = ["WatchdogService"]
 
@@ -14,6 +15,10 @@ class WatchdogService(Service):
     """Raises each alert once per run."""
 
     name = "watchdog"
+
+    def __init__(self, env: Env) -> None:
+        super().__init__(env)
+        self._watching_since: datetime | None = None
 
     async def run(self) -> None:
         """Check every ``watchdog_interval_seconds``."""
@@ -70,4 +75,35 @@ class WatchdogService(Service):
                     },
                 )
             )
-        return raised
+        return raised + self._check_overdue(now)
+
+    def _check_overdue(self, now: datetime) -> int:
+        threshold = timedelta(minutes=self.env.options.watchdog_overdue_minutes)
+        if self._watching_since is None:
+            self._watching_since = now
+        # A node that just started (after downtime, say) gives the scheduler the threshold
+        # to catch up first: what it then fires late is the misfire alert's to report.
+        if now - self._watching_since < threshold:
+            return 0
+        overdue = self.env.store.schedule_overdue(now - threshold, 500)
+        for sched in overdue:
+            self.env.alerts.raise_alert(self._overdue_alert(sched, threshold, now))
+        return len(overdue)
+
+    def _overdue_alert(self, sched: ScheduleRow, threshold: timedelta, now: datetime) -> NewAlert:
+        due = sched.next_fire_at.isoformat() if sched.next_fire_at else "?"
+        return NewAlert(
+            dedupe_key=f"schedule.overdue:{sched.name}",
+            rule="schedule.overdue",
+            severity="high",
+            title=f"schedule {sched.name} has not fired: its next fire {due} is more than "
+            f"{threshold} past",
+            now=now,
+            job_name=sched.job_name,
+            details={
+                "schedule": sched.name,
+                "next_fire_at": due,
+                "threshold_minutes": threshold.total_seconds() / 60,
+                "broken_reason": sched.broken_reason,
+            },
+        )

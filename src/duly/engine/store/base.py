@@ -25,6 +25,7 @@ __all__ = [
     "CompleteParams",
     "FireDecision",
     "FiredSchedule",
+    "MisfireTally",
     "NewAlert",
     "NewRun",
     "NewSchedule",
@@ -102,6 +103,47 @@ class ScheduleRow:
     version: int
     created_at: datetime
     updated_at: datetime
+    broken_reason: str | None = None
+    """Why firing set this schedule aside (it is not fired until fixed), or ``None``."""
+    broken_at: datetime | None = None
+    paused_set_by: str | None = None
+    """``"api"`` once an operator paused or resumed it: upserts then keep ``paused``."""
+    catchup_late: int = 0
+    """Late fires counted by the passes of a catch-up still under way (see :class:`MisfireTally`)."""
+    catchup_missed: int = 0
+    catchup_first_late: datetime | None = None
+    catchup_last_late: datetime | None = None
+
+    @property
+    def catchup(self) -> MisfireTally | None:
+        """The late fires of earlier passes of a catch-up still under way, if any."""
+        if not self.catchup_late or self.catchup_first_late is None:
+            return None
+        return MisfireTally(
+            self.catchup_late,
+            self.catchup_missed,
+            self.catchup_first_late,
+            self.catchup_last_late or self.catchup_first_late,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MisfireTally:
+    """The late fires of one catch-up, counted across the scheduler passes it takes."""
+
+    late: int
+    missed: int
+    """Of them, the ones the misfire policy did not run."""
+    first_late: datetime
+    last_late: datetime
+
+    def __add__(self, other: MisfireTally) -> MisfireTally:
+        return MisfireTally(
+            self.late + other.late,
+            self.missed + other.missed,
+            min(self.first_late, other.first_late),
+            max(self.last_late, other.last_late),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +157,14 @@ class FireDecision:
     window_seconds: float | None = None
     priority: int | None = None
     queue: str | None = None
+    misfires: MisfireTally | None = None
+    """The catch-up's late fires so far, this pass included (``None``: none came late)."""
+    catching_up: bool = False
+    """More fires are due than this pass took: the tally carries over to the next pass."""
 
 
 #: Called by ``schedule_fire_due`` inside its transaction: (schedule, previous run active) → decision.
+#: It raises :class:`~duly.engine.errors.ScheduleBroken` for a definition it cannot evaluate.
 FirePlanner = Callable[[ScheduleRow, bool], FireDecision]
 
 
@@ -128,6 +175,8 @@ class FiredSchedule:
     schedule: ScheduleRow
     decision: FireDecision
     created_run_ids: tuple[int, ...]
+    broken_reason: str | None = None
+    """Set when the planner found the definition unusable: nothing fired, the schedule is now broken."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +387,7 @@ class Store(Protocol):
         self, now: datetime, limit: int, planner: FirePlanner
     ) -> list[FiredSchedule]: ...
     def schedule_next_due(self) -> datetime | None: ...
+    def schedule_overdue(self, due_before: datetime, limit: int) -> list[ScheduleRow]: ...
 
     # runs
     def run_enqueue(self, new: NewRun, now: datetime) -> tuple[RunRow, bool]: ...

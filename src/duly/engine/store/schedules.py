@@ -9,9 +9,16 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, text, update
 
-from duly.engine.errors import NotFound
+from duly.engine.errors import NotFound, ScheduleBroken
 from duly.engine.states import RunStatus
-from duly.engine.store.base import FiredSchedule, FirePlanner, NewSchedule, ScheduleRow, iter_chunks
+from duly.engine.store.base import (
+    FireDecision,
+    FiredSchedule,
+    FirePlanner,
+    NewSchedule,
+    ScheduleRow,
+    iter_chunks,
+)
 from duly.engine.store.plumbing import SqlBase
 from duly.engine.store.rows import (
     ACTIVE_VALUES,
@@ -21,6 +28,62 @@ from duly.engine.store.rows import (
     schedule_row,
 )
 from duly.engine.store.schema import runs, schedules
+
+#: Schedules the scheduler fires: neither paused nor set aside as broken.
+_FIREABLE = and_(schedules.c.paused.is_(False), schedules.c.broken_at.is_(None))
+
+#: A broken schedule's reason is an error message: kept to a readable length.
+_MAX_REASON = 500
+
+#: An upsert or a resume that computed a next fire has a usable definition again.
+_FIXED: dict[str, Any] = {"broken_reason": None, "broken_at": None}
+
+
+#: The ``source`` of schedules an operator defines or edits, and the ``paused_set_by`` of
+#: a pause or resume by one.
+OPERATOR = "api"
+
+
+def _update_values(
+    old: ScheduleRow,
+    new: NewSchedule,
+    values: dict[str, Any],
+    now: datetime,
+    next_fire_at: Callable[[NewSchedule], datetime | None],
+) -> dict[str, Any]:
+    """The columns an upsert of ``new`` over ``old`` changes (none: ``old`` stays as it is)."""
+    if new.source != OPERATOR and old.source == OPERATOR:
+        return {}  # a declaration meets an operator's own definition: theirs stands
+    if old.paused_set_by == OPERATOR:
+        values["paused"] = old.paused
+    changed = schedule_definition(old) != new.definition()
+    if changed or old.paused != values["paused"]:
+        values["next_fire_at"] = next_fire_at(new)
+        values["version"] = old.version + 1
+    # An unchanged definition keeps its next fire: fires missed while broken are then
+    # caught up under the schedule's misfire policy.
+    return {**values, **_FIXED, "updated_at": now}
+
+
+def _catchup_values(decision: FireDecision) -> dict[str, Any]:
+    """The tally a catch-up carries to its next pass; cleared once the catch-up is done."""
+    tally = decision.misfires if decision.catching_up else None
+    if tally is None:
+        return _NO_CATCHUP
+    return {
+        "catchup_late": tally.late,
+        "catchup_missed": tally.missed,
+        "catchup_first_late": tally.first_late,
+        "catchup_last_late": tally.last_late,
+    }
+
+
+_NO_CATCHUP: dict[str, Any] = {
+    "catchup_late": 0,
+    "catchup_missed": 0,
+    "catchup_first_late": None,
+    "catchup_last_late": None,
+}
 
 
 class ScheduleQueries(SqlBase):
@@ -32,7 +95,12 @@ class ScheduleQueries(SqlBase):
         now: datetime,
         next_fire_at: Callable[[NewSchedule], datetime | None],
     ) -> ScheduleRow:
-        """Create the schedule ``new.name`` or update it; its next fire moves only if its definition changed."""
+        """Create the schedule ``new.name`` or update it; its next fire moves only if its definition changed.
+
+        An operator's state wins over a declaration (the configuration file, duly's own
+        schedules): a schedule paused or resumed by an operator keeps that state, and one
+        an operator defined or edited (``source="api"``) is left as it is.
+        """
         values = {f.name: getattr(new, f.name) for f in fields(NewSchedule)}
         with self._write(["schedules"]) as conn:
             if self.is_postgres:
@@ -50,12 +118,11 @@ class ScheduleQueries(SqlBase):
                 conn.execute(insert(schedules).values(**values))
             else:
                 old = schedule_row(current)
-                changed = schedule_definition(old) != new.definition()
-                if changed or old.paused != new.paused:
-                    values["next_fire_at"] = next_fire_at(new)
-                    values["version"] = old.version + 1
-                values["updated_at"] = now
-                conn.execute(update(schedules).where(schedules.c.id == old.id).values(**values))
+                changes = _update_values(old, new, values, now, next_fire_at)
+                if changes:
+                    conn.execute(
+                        update(schedules).where(schedules.c.id == old.id).values(**changes)
+                    )
             row = conn.execute(select(schedules).where(schedules.c.name == new.name)).one()
         return schedule_row(row)
 
@@ -74,11 +141,18 @@ class ScheduleQueries(SqlBase):
     def schedule_set_paused(
         self, name: str, paused: bool, now: datetime, next_fire_at: datetime | None
     ) -> ScheduleRow:
-        """Pause or resume ``name``; resuming sets the next fire given (fires while paused are not run)."""
+        """Pause or resume ``name`` as an operator; resuming sets the next fire given (fires while paused are not run).
+
+        Later upserts of its definition keep this state.
+        """
         with self._write(["schedules"]) as conn:
-            values: dict[str, Any] = {"paused": paused, "updated_at": now}
+            values: dict[str, Any] = {
+                "paused": paused,
+                "paused_set_by": OPERATOR,
+                "updated_at": now,
+            }
             if not paused:
-                values["next_fire_at"] = next_fire_at
+                values.update(_FIXED, next_fire_at=next_fire_at)
             res = conn.execute(
                 update(schedules)
                 .where(schedules.c.name == name)
@@ -100,14 +174,28 @@ class ScheduleQueries(SqlBase):
         return True
 
     def schedule_next_due(self) -> datetime | None:
-        """The earliest ``next_fire_at`` of an unpaused schedule."""
+        """The earliest ``next_fire_at`` of a schedule neither paused nor broken."""
         with self._read() as conn:
             value = conn.execute(
                 select(func.min(schedules.c.next_fire_at)).where(
-                    schedules.c.paused.is_(False), schedules.c.next_fire_at.is_not(None)
+                    _FIREABLE, schedules.c.next_fire_at.is_not(None)
                 )
             ).scalar()
         return aware(value)
+
+    def schedule_overdue(self, due_before: datetime, limit: int) -> list[ScheduleRow]:
+        """Unpaused schedules whose ``next_fire_at`` is before ``due_before``, most overdue first.
+
+        Broken schedules are included: not firing is exactly what makes them overdue.
+        """
+        with self._read() as conn:
+            rows = conn.execute(
+                select(schedules)
+                .where(schedules.c.paused.is_(False), schedules.c.next_fire_at < due_before)
+                .order_by(schedules.c.next_fire_at)
+                .limit(limit)
+            ).all()
+        return [schedule_row(r) for r in rows]
 
     def schedule_fire_due(
         self, now: datetime, limit: int, planner: FirePlanner
@@ -116,34 +204,66 @@ class ScheduleQueries(SqlBase):
 
         For each, ``planner`` says which runs to insert and the next fire; runs are unique on
         ``(schedule_id, scheduled_for)`` so two nodes firing the same schedule insert one run.
+        A schedule the planner cannot evaluate is marked broken and the others still fire.
         """
-        fired: list[FiredSchedule] = []
         with self._write(["runs"]) as conn:
-            stmt = (
-                select(schedules)
-                .where(schedules.c.paused.is_(False), schedules.c.next_fire_at <= now)
-                .order_by(schedules.c.next_fire_at)
-                .limit(limit)
-            )
-            if self.is_postgres:
-                stmt = stmt.with_for_update(skip_locked=True)
-            due = [schedule_row(r) for r in conn.execute(stmt).all()]
+            due = self._lock_due(conn, now, limit)
             if not due:
                 return []
             active = self._active_schedule_ids(conn, [s.id for s in due])
-            for sched in due:
-                decision = planner(sched, sched.id in active)
-                created = self._insert_fired_runs(conn, sched, decision, now)
-                if decision.cancel_previous:
-                    self._cancel_active_of_schedule(conn, sched.id, now, keep=created)
-                last = max((r.scheduled_for for r in decision.runs), default=sched.last_fire_at)
-                conn.execute(
-                    update(schedules)
-                    .where(schedules.c.id == sched.id)
-                    .values(next_fire_at=decision.next_fire_at, last_fire_at=last, updated_at=now)
-                )
-                fired.append(FiredSchedule(sched, decision, tuple(created)))
-        return fired
+            return [self._fire_one(conn, s, planner, s.id in active, now) for s in due]
+
+    def _lock_due(self, conn: Connection, now: datetime, limit: int) -> list[ScheduleRow]:
+        stmt = (
+            select(schedules)
+            .where(_FIREABLE, schedules.c.next_fire_at <= now)
+            .order_by(schedules.c.next_fire_at)
+            .limit(limit)
+        )
+        if self.is_postgres:
+            stmt = stmt.with_for_update(skip_locked=True)
+        return [schedule_row(r) for r in conn.execute(stmt).all()]
+
+    def _fire_one(
+        self,
+        conn: Connection,
+        sched: ScheduleRow,
+        planner: FirePlanner,
+        previous_active: bool,
+        now: datetime,
+    ) -> FiredSchedule:
+        try:
+            decision = planner(sched, previous_active)
+        except ScheduleBroken as exc:
+            # Nothing was written for it yet: set it aside so it is not picked again.
+            return self._mark_broken(conn, sched, str(exc) or type(exc).__name__, now)
+        created = self._insert_fired_runs(conn, sched, decision, now)
+        if decision.cancel_previous:
+            self._cancel_active_of_schedule(conn, sched.id, now, keep=created)
+        last = max((r.scheduled_for for r in decision.runs), default=sched.last_fire_at)
+        conn.execute(
+            update(schedules)
+            .where(schedules.c.id == sched.id)
+            .values(
+                next_fire_at=decision.next_fire_at,
+                last_fire_at=last,
+                updated_at=now,
+                **_catchup_values(decision),
+            )
+        )
+        return FiredSchedule(sched, decision, tuple(created))
+
+    def _mark_broken(
+        self, conn: Connection, sched: ScheduleRow, reason: str, now: datetime
+    ) -> FiredSchedule:
+        reason = reason[:_MAX_REASON]
+        conn.execute(
+            update(schedules)
+            .where(schedules.c.id == sched.id)
+            .values(broken_reason=reason, broken_at=now, updated_at=now)
+        )
+        nothing = FireDecision(runs=(), next_fire_at=sched.next_fire_at)
+        return FiredSchedule(sched, nothing, (), broken_reason=reason)
 
     def _active_schedule_ids(self, conn: Connection, ids: list[int]) -> set[int]:
         rows = conn.execute(

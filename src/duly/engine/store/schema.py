@@ -58,6 +58,20 @@ schedules = Table(
     Column("version", Integer, nullable=False, server_default="1"),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # Set when firing found the definition unusable (a spec that no longer parses, a time
+    # zone gone from the system): the schedule is not fired again until an upsert or a
+    # resume gives it a usable definition, so one bad row cannot stop every other one.
+    Column("broken_reason", Text),
+    Column("broken_at", UTCDateTime()),
+    # "api" once an operator paused or resumed the schedule: upserts of its definition (the
+    # configuration file at each start) then leave `paused` as the operator set it.
+    Column("paused_set_by", String(16)),
+    # A catch-up of late fires larger than one pass takes carries its count from pass to
+    # pass here, so run_once runs once and the misfire alert counts every late fire.
+    Column("catchup_late", Integer, nullable=False, server_default="0"),
+    Column("catchup_missed", Integer, nullable=False, server_default="0"),
+    Column("catchup_first_late", UTCDateTime()),
+    Column("catchup_last_late", UTCDateTime()),
 )
 Index(
     "ix_schedules_due",
