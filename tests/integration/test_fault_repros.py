@@ -1,0 +1,112 @@
+"""Small, deterministic reproductions of defects the chaos test (``test_chaos.py``) found.
+
+Each sets up by hand the moment the chaos test reached by luck: a lease taken away from a
+running attempt (as the reaper does after an outage or a freeze), a peer frozen mid-claim.
+Real time, short leases, one in-process node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from duly.clock import SystemClock
+from duly.engine.client import EngineClient
+from duly.engine.context import JobContext
+from duly.engine.node import Node
+from duly.engine.options import EngineOptions
+from duly.engine.registry import JobRegistry
+from duly.engine.states import FINAL, RunStatus
+from duly.engine.store.base import RunRow
+from duly.engine.store.sql import SqlStore
+
+pytestmark = pytest.mark.slow
+
+CLOCK = SystemClock()
+LEASE = 2.0
+
+
+def options(**overrides: Any) -> EngineOptions:
+    base: dict[str, Any] = {
+        "node_name": "n1",
+        "concurrency": 4,
+        "lease_seconds": LEASE,
+        "heartbeat_seconds": 0.5,
+        "max_idle_seconds": 0.2,
+        "reaper_interval_seconds": 0.5,
+        "shutdown_grace_seconds": 2,
+    }
+    return EngineOptions(**(base | overrides))
+
+
+@pytest.fixture
+async def node_on(store: SqlStore) -> AsyncIterator[Callable[[JobRegistry], Node]]:
+    """``node_on(registry)``: a started worker node on the test's store, stopped at the end."""
+    nodes: list[Node] = []
+
+    def start(registry: JobRegistry) -> Node:
+        node = Node(store, registry, CLOCK, options(), roles=("worker",), listen=False)
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        await node.stop()
+
+
+async def until(check: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = CLOCK.now() + timedelta(seconds=seconds)
+    while not check():
+        if CLOCK.now() > deadline:
+            pytest.fail(f"timed out after {seconds} s waiting for {what}")
+        await CLOCK.sleep(0.05)
+
+
+def _take_lease_away(store: SqlStore, run: RunRow) -> None:
+    """What the reaper does to a run whose lease ran out while its node could not renew it."""
+    later = CLOCK.now() + timedelta(seconds=LEASE * 5)
+    reaped = store.run_reap_expired(later, 10, lambda r: (RunStatus.RETRYING, CLOCK.now()))
+    assert [r.id for r in reaped] == [run.id]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="WorkerService.in_flight is keyed by run id: the lost attempt's cleanup removes the "
+    "entry of the same run's new attempt on the same node, which is then never heartbeated",
+)
+async def test_a_run_reclaimed_by_the_node_still_running_its_lost_attempt_keeps_its_lease(
+    store: SqlStore, node_on: Callable[[JobRegistry], Node]
+) -> None:
+    registry = JobRegistry()
+    started: list[int] = []
+    release = threading.Event()
+
+    @registry.job("slow", timeout=30, retry=3)
+    async def slow(ctx: JobContext) -> int:
+        started.append(ctx.attempt)
+        if ctx.attempt == 1:
+            # Stuck in a call that does not heed the cancel flag (a driver, a socket) until
+            # the test lets it go: it is still running when the run is claimed again.
+            await asyncio.to_thread(release.wait, 20)
+            return 1
+        await ctx.clock.sleep(LEASE * 3)  # lives on heartbeats
+        return ctx.attempt
+
+    node = node_on(registry)
+    await node.start()
+    run, _ = EngineClient(store, registry, CLOCK).trigger("slow")
+    await until(lambda: started == [1], 10, "the first attempt to start")
+    _take_lease_away(store, run)
+    await until(lambda: started == [1, 2], 10, "the node to claim the run again")
+    release.set()  # the lost attempt ends, beside the new one on the same node
+    await until(lambda: (store.run_get(run.id) or run).status in FINAL, 30, "the run to end")
+
+    row = store.run_get(run.id)
+    assert row is not None
+    history = [a.status for a in store.run_attempts(run.id)]
+    assert (row.status, row.attempt, history) == (RunStatus.SUCCEEDED, 2, ["lost", "succeeded"])
