@@ -19,6 +19,7 @@ import asyncio
 from dataclasses import replace
 from datetime import datetime, timedelta
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from duly.clock import ManualClock, WaitTrackingClock
 from duly.engine.alerts import AlertSink
@@ -30,6 +31,9 @@ from duly.engine.services.base import Service
 from duly.engine.states import RunStatus
 from duly.engine.store.base import RunFilter
 from duly.engine.store.sql import SqlStore
+
+if TYPE_CHECKING:
+    from duly.engine.services.worker import _InFlight
 
 __all__ = ["EngineHarness", "ManualClock", "test_options"]
 
@@ -155,10 +159,7 @@ class EngineHarness:
             schedulers = [n.scheduler for n in self.nodes if n.scheduler is not None]
             # A job waiting on the manual clock needs the clock moved, not more waiting.
             in_flight = [
-                f.task
-                for w in workers
-                for f in w.in_flight.values()
-                if not (isinstance(f.ctx.clock, WaitTrackingClock) and f.ctx.clock.waiting)
+                f.task for w in workers for f in w.in_flight.values() if not _waits_on_clock(f)
             ]
             if in_flight:
                 await asyncio.wait(in_flight, timeout=0.05)
@@ -221,3 +222,12 @@ class EngineHarness:
         if self.clock.now() < until:
             self.clock.set(until)
         await self.settle()
+
+
+def _waits_on_clock(flight: _InFlight) -> bool:
+    """Whether an attempt waits for the manual clock, itself or through the earlier attempt
+    of its run that it waits for."""
+    pending = [e for e in flight.earlier if not e.task.done()]
+    if pending:
+        return all(_waits_on_clock(e) for e in pending)
+    return isinstance(flight.ctx.clock, WaitTrackingClock) and flight.ctx.clock.waiting

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -510,8 +512,6 @@ async def test_a_node_that_lost_its_lease_stops_the_job_before_its_side_effect(
 async def test_an_abandoned_thread_holds_its_slot_and_its_jobs_limit_until_it_ends(
     store: SqlStore, clock: ManualClock, registry: JobRegistry
 ) -> None:
-    import threading
-
     lock = threading.Lock()
     running: list[int] = []
     peak = 0
@@ -547,5 +547,37 @@ async def test_an_abandoned_thread_holds_its_slot_and_its_jobs_limit_until_it_en
     assert peak == 1
     assert len(starts) == 3
     # each run started only once the abandoned thread before it had ended (50 s each)
-    assert all(b - a >= timedelta(seconds=50) for a, b in zip(starts, starts[1:]))
+    assert all(b - a >= timedelta(seconds=50) for a, b in itertools.pairwise(starts))
     assert starts[-1] <= timedelta(seconds=110)
+
+
+async def test_a_run_claimed_again_beside_its_lost_attempt_waits_for_it_and_keeps_its_lease(
+    store: SqlStore, clock: ManualClock, registry: JobRegistry
+) -> None:
+    spans: list[tuple[int, timedelta, timedelta]] = []
+
+    @registry.job("slow", timeout=600)
+    async def slow(ctx: JobContext) -> int:
+        began = ctx.clock.now() - T0
+        await ctx.clock.sleep(60)  # does not look at ctx.cancelled: a job stuck in a call
+        spans.append((ctx.attempt, began, ctx.clock.now() - T0))
+        return ctx.attempt
+
+    opts = test_options(lease_seconds=30, heartbeat_seconds=10, reaper_interval_seconds=3600)
+    async with EngineHarness(store, registry, clock, options=opts) as h:
+        run, _ = h.client.trigger("slow")
+        await h.advance(timedelta(seconds=1))
+        # The node was paused past its lease: the run was reaped; this same node claims it again.
+        later = clock.now() + timedelta(seconds=31)
+        store.run_reap_expired(later, 10, lambda r: (RunStatus.RETRYING, later))
+        await h.advance(timedelta(seconds=70))  # the lost attempt ends at 60 s
+        worker = h.node.worker
+        assert worker is not None and run.id in worker.in_flight  # the new attempt is still known
+        # Its lease is kept: a reaper finds nothing to take back.
+        assert store.run_reap_expired(clock.now(), 10, lambda r: (RunStatus.RETRYING, later)) == []
+        await h.advance(timedelta(seconds=90))
+    row = store.run_get(run.id)
+    assert row is not None and row.status is RunStatus.SUCCEEDED and row.attempt == 2
+    assert [a for a, _, _ in spans] == [1, 2]
+    (_, _, first_end), (_, second_start, _) = spans
+    assert second_start >= first_end  # never both at once on one node

@@ -56,6 +56,8 @@ class _InFlight:
     run: RunRow
     ctx: JobContext
     task: asyncio.Task[None]
+    #: earlier attempts of the same run, still alive here, that this one waits for
+    earlier: tuple[_InFlight, ...] = ()
 
 
 class WorkerService(Service):
@@ -254,11 +256,13 @@ class WorkerService(Service):
             inline.append((run, self._context(run, self.env.store.effects_begin(), clock), job))
         if inline:
             self._busy += len(inline)
+            earlier = self._supersede([run for run, _, _ in inline])
             task = asyncio.create_task(
-                self._execute_inline(inline), name=f"duly-inline-{inline[0][0].id}"
+                self._execute_inline(inline, earlier),
+                name=f"duly-inline-{inline[0][0].id}",
             )
             for run, ctx, _ in inline:
-                self.in_flight[run.id] = _InFlight(run, ctx, task)
+                self.in_flight[run.id] = _InFlight(run, ctx, task, earlier)
 
     def _log_claimed(self, claimed: list[ClaimedRun], claimed_at: datetime) -> None:
         """One line per claim: how many runs of which jobs, and how late the latest first try."""
@@ -306,8 +310,41 @@ class WorkerService(Service):
         run = item.run
         ctx = self._context(run, self.env.store.effects_begin())
         self._busy += 1
-        task = asyncio.create_task(self._execute(run, ctx), name=f"duly-run-{run.id}")
-        self.in_flight[run.id] = _InFlight(run, ctx, task)
+        earlier = self._supersede([run])
+        task = asyncio.create_task(self._execute(run, ctx, earlier), name=f"duly-run-{run.id}")
+        self.in_flight[run.id] = _InFlight(run, ctx, task, earlier)
+
+    def _supersede(self, runs: list[RunRow]) -> tuple[_InFlight, ...]:
+        """Earlier attempts of ``runs`` still alive on this node, told to stop.
+
+        This node claimed the run again, so that attempt's lease ran out (the node was
+        paused, or the database away): its outcome cannot count any more. The new attempt
+        waits for it to end, so one run never executes twice at once on one node, and its
+        cleanup never removes the new attempt from :attr:`in_flight`.
+        """
+        stopped: list[_InFlight] = []
+        for run in runs:
+            earlier = self.in_flight.get(run.id)
+            if earlier is None or earlier.task.done():
+                continue
+            self.log.warning("run.claimed_beside_lost_attempt", run_id=run.id, job=run.job_name,
+                             lost_attempt=earlier.run.attempt, attempt=run.attempt,
+                             action="stopping the lost attempt; the new one waits for it")  # fmt: skip
+            earlier.ctx._lease_lost = True
+            earlier.ctx._cancel.set()
+            stopped.append(earlier)
+        return tuple(stopped)
+
+    @staticmethod
+    async def _wait_for(earlier: tuple[_InFlight, ...]) -> None:
+        if earlier:
+            await asyncio.wait({flight.task for flight in earlier})
+
+    def _forget(self, run_id: int, ctx: JobContext) -> None:
+        """Remove an attempt from :attr:`in_flight`, unless a newer attempt took its place."""
+        flight = self.in_flight.get(run_id)
+        if flight is not None and flight.ctx is ctx:
+            del self.in_flight[run_id]
 
     def _start_batch(self, job: JobDefinition, items: list[ClaimedRun]) -> None:
         effects = self.env.store.effects_begin()  # shared: the batch commits as one
@@ -315,11 +352,13 @@ class WorkerService(Service):
         flights = [(item.run, self._context(item.run, effects, clock)) for item in items]
         self._busy += 1
         self._batch_busy += 1
+        earlier = self._supersede([run for run, _ in flights])
         task = asyncio.create_task(
-            self._execute_batch(job, flights, effects), name=f"duly-batch-{items[0].run.id}"
+            self._execute_batch(job, flights, effects, earlier),
+            name=f"duly-batch-{items[0].run.id}",
         )
         for run, ctx in flights:
-            self.in_flight[run.id] = _InFlight(run, ctx, task)
+            self.in_flight[run.id] = _InFlight(run, ctx, task, earlier)
 
     # -- one attempt ----------------------------------------------------------------
 
@@ -334,11 +373,12 @@ class WorkerService(Service):
         )
         self._hook(self.env.options.on_run_started, run, started)
 
-    async def _execute(self, run: RunRow, ctx: JobContext) -> None:
-        started = self.env.clock.now()
-        self._started(run, started)
+    async def _execute(self, run: RunRow, ctx: JobContext, earlier: tuple[_InFlight, ...]) -> None:
         executing = True
         try:
+            await self._wait_for(earlier)
+            started = self.env.clock.now()
+            self._started(run, started)
             job: JobDefinition | None = None
             try:
                 job = self.env.registry.get(run.job_name)
@@ -359,7 +399,7 @@ class WorkerService(Service):
             if executing:
                 self._returned(1)
             self._written(1)
-            self.in_flight.pop(run.id, None)
+            self._forget(run.id, ctx)
             self.completed += 1
             self.wakeup.set()
 
@@ -374,11 +414,14 @@ class WorkerService(Service):
         self._writing -= runs
 
     async def _execute_inline(
-        self, flights: list[tuple[RunRow, JobContext, JobDefinition]]
+        self,
+        flights: list[tuple[RunRow, JobContext, JobDefinition]],
+        earlier: tuple[_InFlight, ...],
     ) -> None:
         """Run claimed runs of inline jobs one after the other on the loop; write them together."""
         done: list[tuple[RunRow, JobContext, JobDefinition | None, Outcome, datetime]] = []
         try:
+            await self._wait_for(earlier)
             for run, ctx, job in flights:
                 started = self.env.clock.now()
                 self._started(run, started)
@@ -398,8 +441,8 @@ class WorkerService(Service):
         finally:
             self._busy -= len(flights) - len(done)
             self._written(len(done))
-            for run, _, _ in flights:
-                self.in_flight.pop(run.id, None)
+            for run, ctx, _ in flights:
+                self._forget(run.id, ctx)
             self.completed += len(flights)
             self.wakeup.set()
 
@@ -463,13 +506,18 @@ class WorkerService(Service):
         return sum(self._abandoned.values())
 
     async def _execute_batch(
-        self, job: JobDefinition, flights: list[tuple[RunRow, JobContext]], effects: SqlEffects
+        self,
+        job: JobDefinition,
+        flights: list[tuple[RunRow, JobContext]],
+        effects: SqlEffects,
+        earlier: tuple[_InFlight, ...],
     ) -> None:
-        started = self.env.clock.now()
-        for run, _ in flights:
-            self._started(run, started)
         executing = True
         try:
+            await self._wait_for(earlier)
+            started = self.env.clock.now()
+            for run, _ in flights:
+                self._started(run, started)
             outcomes = await self._attempt_batch(job, [ctx for _, ctx in flights], effects)
             executing = False
             self._returned(len(flights), batch=True)
@@ -482,8 +530,8 @@ class WorkerService(Service):
             if executing:
                 self._returned(len(flights), batch=True)
             self._written(len(flights))
-            for run, _ in flights:
-                self.in_flight.pop(run.id, None)
+            for run, ctx in flights:
+                self._forget(run.id, ctx)
             self.completed += len(flights)
             self.wakeup.set()
 
@@ -612,7 +660,9 @@ class WorkerService(Service):
             else:
                 self._lease_lost(run, params.status)
 
-    async def _effects_not_committed(self, run: RunRow, effects: SqlEffects, exc: Exception) -> None:
+    async def _effects_not_committed(
+        self, run: RunRow, effects: SqlEffects, exc: Exception
+    ) -> None:
         """The completion with the job's effects failed (the database went away): nothing of
         the attempt was kept, so the run goes back to the queue now, without losing an
         attempt, rather than waiting for its lease to run out. The hand-back is fenced: if the
