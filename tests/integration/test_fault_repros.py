@@ -14,7 +14,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
+from conftest import _truncate_pg
 from duly.clock import SystemClock
 from duly.engine.client import EngineClient
 from duly.engine.context import JobContext
@@ -22,7 +24,8 @@ from duly.engine.node import Node
 from duly.engine.options import EngineOptions
 from duly.engine.registry import JobRegistry
 from duly.engine.states import FINAL, RunStatus
-from duly.engine.store.base import RunRow
+from duly.engine.store.base import ClaimParams, RunRow
+from duly.engine.store.dialect import lock_id
 from duly.engine.store.sql import SqlStore
 
 pytestmark = pytest.mark.slow
@@ -110,3 +113,43 @@ async def test_a_run_reclaimed_by_the_node_still_running_its_lost_attempt_keeps_
     assert row is not None
     history = [a.status for a in store.run_attempts(run.id)]
     assert (row.status, row.attempt, history) == (RunStatus.SUCCEEDED, 2, ["lost", "succeeded"])
+
+
+@pytest.mark.postgres
+@pytest.mark.xfail(
+    strict=True,
+    reason="a claim waits on pg_advisory_xact_lock without a timeout: a peer frozen or cut off "
+    "in the middle of its claim transaction stalls every other node's claims",
+)
+def test_a_peer_frozen_in_its_claim_does_not_stall_the_claims_of_other_nodes(
+    pg_database: str,
+) -> None:
+    _truncate_pg(pg_database)
+    store = SqlStore(pg_database)
+    registry = JobRegistry()
+    registry.job("work")(lambda ctx: None)  # the client checks only the name
+    client = EngineClient(store, registry, CLOCK)
+    serial, _ = client.trigger("work", idempotency_key="scheduled")
+    other, _ = client.trigger("work", idempotency_key="manual")
+    with store.engine.begin() as conn:  # as a schedule's run has it (overlap "queue")
+        conn.execute(text("UPDATE runs SET serial_key = 'sched:1' WHERE id = :i"), {"i": serial.id})
+    frozen = store.engine.connect()  # a peer stopped between its advisory lock and its commit
+    frozen.begin()
+    frozen.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_id("serial:sched:1")})
+    claimed: list[list[int]] = []
+    params = ClaimParams(node="n2", queues=("default",), limit=10, now=CLOCK.now(),
+                         lease_seconds=LEASE)  # fmt: skip
+    claimer = threading.Thread(
+        target=lambda: claimed.append([c.run.id for c in store.run_claim(params)]), daemon=True
+    )
+    try:
+        claimer.start()
+        claimer.join(timeout=5)
+        stalled = claimer.is_alive()
+    finally:
+        frozen.rollback()
+        frozen.close()
+        claimer.join(timeout=10)
+        store.dispose()
+    assert not stalled, "the claim waited for the frozen peer"
+    assert other.id in claimed[0]
