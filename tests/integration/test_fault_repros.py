@@ -119,11 +119,6 @@ async def test_a_run_reclaimed_by_the_node_still_running_its_lost_attempt_keeps_
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="a claim waits on pg_advisory_xact_lock without a timeout: a peer frozen or cut off "
-    "in the middle of its claim transaction stalls every other node's claims",
-)
 def test_a_peer_frozen_in_its_claim_does_not_stall_the_claims_of_other_nodes(
     pg_database: str,
 ) -> None:

@@ -248,8 +248,15 @@ class ClaimQueries(SqlBase):
         limited_jobs = sorted({c.job_name for c in candidates if c.job_name in params.job_limits})
         serial_keys = sorted({c.serial_key for c in candidates if c.serial_key})
         if self.is_postgres:
-            for key in [f"job:{j}" for j in limited_jobs] + [f"serial:{k}" for k in serial_keys]:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_id(key)})
+            jobs_taken, keys_taken = _lock_limits(conn, limited_jobs, serial_keys)
+            candidates = [
+                c
+                for c in candidates
+                if (c.job_name not in params.job_limits or c.job_name in jobs_taken)
+                and (not c.serial_key or c.serial_key in keys_taken)
+            ]
+            limited_jobs = sorted(jobs_taken)
+            serial_keys = sorted(keys_taken)
         running: dict[str, int] = {}
         if limited_jobs:
             running = dict(
@@ -345,3 +352,31 @@ class ClaimQueries(SqlBase):
             )
         )
         return [ClaimedRun(r) for r in claimed]
+
+
+_PG_TRY_LOCKS = (
+    "SELECT k.key FROM unnest(CAST(:keys AS text[]), CAST(:ids AS bigint[])) AS k(key, id)"
+    " WHERE pg_try_advisory_xact_lock(k.id)"
+)
+
+
+def _lock_limits(conn: Connection, jobs: list[str], keys: list[str]) -> tuple[set[str], set[str]]:
+    """PostgreSQL: take the advisory locks of limited jobs and serial keys that are free.
+
+    Never waits: a lock held by another claimer, or by a peer frozen or cut off in the
+    middle of its claim, only holds back that job's or that key's runs for this pass, while
+    every other run is claimed. Waiting would stall each node's claims behind one stopped
+    peer for as long as it stays stopped.
+    """
+    names = [f"job:{j}" for j in jobs] + [f"serial:{k}" for k in keys]
+    if not names:
+        return set(), set()
+    got = set(
+        conn.execute(
+            text(_PG_TRY_LOCKS), {"keys": names, "ids": [lock_id(n) for n in names]}
+        ).scalars()
+    )
+    return (
+        {j for j in jobs if f"job:{j}" in got},
+        {k for k in keys if f"serial:{k}" in got},
+    )
