@@ -134,7 +134,7 @@ class EngineHarness:
             isinstance(flight.ctx.clock, WaitTrackingClock) and flight.ctx.clock.waiting
             for node in self.nodes
             if node.worker is not None
-            for flight in node.worker.in_flight.values()
+            for flight in [*node.worker.in_flight.values(), *node.worker.handing_back.values()]
         )
 
     async def settle(self) -> None:

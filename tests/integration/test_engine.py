@@ -591,3 +591,44 @@ async def test_a_run_claimed_again_beside_its_lost_attempt_waits_for_it_and_keep
     assert [a for a, _, _ in spans] == [1, 2]
     (_, _, first_end), (_, second_start, _) = spans
     assert second_start >= first_end  # never both at once on one node
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_shutdown_hands_a_run_back_only_once_its_code_stopped(
+    store: SqlStore, clock: ManualClock, registry: JobRegistry, kind: str
+) -> None:
+    seen_while_running: list[tuple[RunStatus, str | None]] = []
+
+    def look(run_id: int) -> None:
+        row = store.run_get(run_id)
+        assert row is not None
+        seen_while_running.append((row.status, row.lease_owner))
+
+    if kind == "sync":
+
+        @registry.job("stubborn", timeout=3600)
+        def stubborn_sync(ctx: JobContext) -> None:
+            ctx.clock.sleep_blocking(120)  # a call that cannot be interrupted
+            look(ctx.run_id)
+
+    else:
+
+        @registry.job("stubborn", timeout=3600)
+        async def stubborn(ctx: JobContext) -> None:
+            try:
+                await ctx.clock.sleep(120)
+            except asyncio.CancelledError:
+                await ctx.clock.sleep(60)  # a slow clean-up that ignores the cancellation
+            look(ctx.run_id)
+
+    opts = test_options(lease_seconds=30, heartbeat_seconds=10, shutdown_grace_seconds=5)
+    h = EngineHarness(store, registry, clock, options=opts)
+    await h.start()
+    run, _ = h.client.trigger("stubborn")
+    await h.advance(timedelta(seconds=1))
+    await h.stop()  # moves the clock while the job waits on it: past its lease several times
+    # While its code ran, the run stayed this node's, its lease extended by the heartbeat.
+    assert seen_while_running == [(RunStatus.RUNNING, h.node.options.node_name)]
+    row = store.run_get(run.id)
+    assert row is not None and row.status is RunStatus.RETRYING and row.lease_owner is None
+    assert row.max_attempts == run.max_attempts + 1  # handed back: the attempt does not count

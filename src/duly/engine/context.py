@@ -78,6 +78,8 @@ class JobContext:
     _cancel: CancelFlag = field(default_factory=lambda: CancelFlag(), repr=False)
     _last_progress_write: datetime | None = field(default=None, repr=False)
     _lease_lost: bool = field(default=False, repr=False)
+    #: the future running the job's code (a task, or a thread's future), while it runs
+    _code: Any = field(default=None, repr=False)
     progress: tuple[int, int | None] | None = None
 
     @property

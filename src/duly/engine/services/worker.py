@@ -69,6 +69,8 @@ class WorkerService(Service):
         super().__init__(env)
         self.wakeup = env.listen("runs")
         self.in_flight: dict[int, _InFlight] = {}
+        #: attempts stopped by a shutdown whose code still runs: leases kept, not handed back
+        self.handing_back: dict[int, _InFlight] = {}
         self._threads = self._new_thread_pool()
         self.completed = 0
         self.last_claimed = 0
@@ -460,12 +462,18 @@ class WorkerService(Service):
         thread: Future[Any] | None = None
         if job.is_async:
             work: asyncio.Future[Any] = asyncio.ensure_future(job.func(ctx))
+            ctx._code = work
         else:
             thread = self._threads.submit(run_sync, job, ctx)
             work = asyncio.wrap_future(thread)
+            ctx._code = thread
         timer = asyncio.ensure_future(self.env.clock.sleep_until(deadline))
         try:
             done, _ = await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            if job.is_async:
+                work.cancel()  # the attempt was stopped (shutdown): stop its code with it
+            raise
         finally:
             timer.cancel()
         if work not in done:
@@ -556,6 +564,8 @@ class WorkerService(Service):
         deadline = self.env.clock.now() + job.timeout
         thread = self._threads.submit(run_batch, job, ctxs, effects)
         work = asyncio.wrap_future(thread)
+        for ctx in ctxs:
+            ctx._code = thread
         timer = asyncio.ensure_future(self.env.clock.sleep_until(deadline))
         try:
             done, _ = await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
@@ -783,11 +793,12 @@ class WorkerService(Service):
         opts = self.env.options
         now = self.env.clock.now()
         await self.env.db(self.env.store.node_heartbeat, opts.node_name, now)
-        ids = list(self.in_flight)
+        ids = [*self.in_flight, *self.handing_back]
         if not ids:
             return
         expires = now + timedelta(seconds=opts.lease_seconds)
-        leases = {i: self.in_flight[i].run.fencing_token for i in ids if i in self.in_flight}
+        flights = {**self.handing_back, **self.in_flight}
+        leases = {i: flights[i].run.fencing_token for i in ids if i in flights}
         renewal = await self.env.db(
             self.env.store.lease_extend, opts.node_name, leases, expires, now
         )
@@ -827,12 +838,17 @@ class WorkerService(Service):
         finally:
             deadline.cancel()
         left = list(self.in_flight.values())
+        # Their leases are kept (the heartbeat beats until the drain ends) until their code
+        # has stopped: a run handed back while its code still runs would run twice at once.
+        self.handing_back = {flight.run.id: flight for flight in left}
         for flight in left:
             flight.ctx._cancel.set()
             flight.task.cancel()
         await asyncio.gather(*{id(f.task): f.task for f in left}.values(), return_exceptions=True)
+        await self._until_code_stopped(left)
         for flight in left:
-            await self.env.db(
+            await self._retrying(
+                "run.hand_back",
                 self.env.store.run_hand_back,
                 flight.run.id,
                 flight.run.fencing_token,
@@ -840,6 +856,22 @@ class WorkerService(Service):
                 self.env.clock.now(),
             )
             self.log.warning("run.handed_back", run_id=flight.run.id, job=flight.run.job_name)
+        self.handing_back = {}
+
+    async def _until_code_stopped(self, flights: list[_InFlight]) -> None:
+        """Wait until the code of each attempt stopped: a sync job's thread has returned, an
+        async job that ignored its cancellation has ended. Python cannot stop them; a job
+        that never looks at ``ctx.cancelled`` keeps the node here until it ends (or the
+        process is killed, and its leases run out)."""
+        while running := [f for f in flights if f.ctx._code is not None and not f.ctx._code.done()]:
+            self.log.warning("worker.waiting_for_code_to_stop", run_ids=[f.run.id for f in running],
+                             action="keeping their leases; handing them back once stopped")  # fmt: skip
+            tick = asyncio.ensure_future(self.env.clock.sleep(10))
+            codes = {asyncio.wrap_future(f.ctx._code) for f in running}
+            try:
+                await asyncio.wait({*codes, tick}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                tick.cancel()
 
 
 def _error_text(exc: BaseException) -> str:
