@@ -264,6 +264,37 @@ async def test_transaction_effects_commit_with_success_and_roll_back_on_failure(
     assert final is not None and final.status is RunStatus.SUCCEEDED
 
 
+async def test_progress_reported_inside_the_jobs_transaction_is_written_and_kept(
+    store: SqlStore, clock: ManualClock, registry: JobRegistry
+) -> None:
+    effects_md.create_all(store.engine)
+    progress_seen: list[tuple[int | None, int | None]] = []
+
+    @registry.job("load", timeout=60)
+    def load(ctx: JobContext) -> str:
+        with ctx.transaction() as conn:
+            for i in range(3):
+                conn.execute(effects_table.insert().values(note=f"row {i}"))
+                ctx.report_progress(i + 1, 3)  # on SQLite the transaction holds the write lock
+        return "loaded"
+
+    def after_finish(run: Any, status: str, now: datetime) -> None:
+        row = store.run_get(run.id)
+        progress_seen.append((row.progress_done, row.progress_total) if row else (None, None))
+
+    opts = test_options(on_run_finished=after_finish)
+    async with EngineHarness(store, registry, clock, options=opts) as h:
+        run, _ = h.client.trigger("load")
+        await h.advance(timedelta(seconds=5))
+    with store.engine.connect() as conn:
+        notes = conn.execute(select(effects_table.c.note)).scalars().all()
+    effects_md.drop_all(store.engine)
+    final = store.run_get(run.id)
+    assert final is not None and final.status is RunStatus.SUCCEEDED, final
+    assert notes == ["row 0", "row 1", "row 2"]
+    assert progress_seen == [(3, 3)]
+
+
 async def test_a_dead_nodes_run_is_reaped_and_run_again(
     store: SqlStore, clock: ManualClock, registry: JobRegistry
 ) -> None:

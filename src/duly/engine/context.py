@@ -140,7 +140,9 @@ class JobContext:
         )
         if due or (total is not None and done >= total):
             self._last_progress_write = now
-            self._store.run_progress(self.run_id, self.fencing_token, done, total, now)
+            self._store.run_progress(
+                self.run_id, self.fencing_token, done, total, now, self._effects
+            )
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

@@ -364,6 +364,11 @@ class EffectsTransaction(Protocol):
         """The SQLAlchemy ``Connection`` (in a transaction) for the job's own statements."""
         ...
 
+    @property
+    def opened(self) -> bool:
+        """Whether the job has used :attr:`connection` (the transaction is open)."""
+        ...
+
 
 class Store(Protocol):
     """What the engine needs from a database. See :class:`duly.engine.store.sql.SqlStore`."""
@@ -406,7 +411,13 @@ class Store(Protocol):
     def run_retry(self, run_id: int, now: datetime) -> RunRow: ...
     def run_cancel(self, run_id: int, now: datetime) -> RunRow: ...
     def run_progress(
-        self, run_id: int, fencing_token: int, done: int, total: int | None, now: datetime
+        self,
+        run_id: int,
+        fencing_token: int,
+        done: int,
+        total: int | None,
+        now: datetime,
+        effects: EffectsTransaction | None = None,
     ) -> bool: ...
     def run_reap_expired(
         self, now: datetime, limit: int, decide: Callable[[RunRow], tuple[RunStatus, datetime]]

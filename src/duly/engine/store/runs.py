@@ -10,7 +10,14 @@ from sqlalchemy import Connection, func, select, update
 
 from duly.engine.errors import NotFound, RunConflict
 from duly.engine.states import RunStatus
-from duly.engine.store.base import AttemptRow, NewRun, RunFilter, RunRow, iter_chunks
+from duly.engine.store.base import (
+    AttemptRow,
+    EffectsTransaction,
+    NewRun,
+    RunFilter,
+    RunRow,
+    iter_chunks,
+)
 from duly.engine.store.plumbing import SqlBase
 from duly.engine.store.rows import CLAIMABLE_VALUES, IS_CLAIMABLE, aware, run_row
 from duly.engine.store.schema import job_executions, runs
@@ -192,19 +199,35 @@ class RunQueries(SqlBase):
         raise RunConflict(f"run {run_id} is {status} and cannot be {verb}")
 
     def run_progress(
-        self, run_id: int, fencing_token: int, done: int, total: int | None, now: datetime
+        self,
+        run_id: int,
+        fencing_token: int,
+        done: int,
+        total: int | None,
+        now: datetime,
+        effects: EffectsTransaction | None = None,
     ) -> bool:
-        """Record progress of a running run; False if the lease is no longer held."""
-        with self._write() as conn:
-            res = conn.execute(
-                update(runs)
-                .where(
-                    runs.c.id == run_id,
-                    runs.c.fencing_token == fencing_token,
-                    runs.c.status == RunStatus.RUNNING.value,
-                )
-                .values(progress_done=done, progress_total=total, updated_at=now)
+        """Record progress of a running run; False if the lease is no longer held.
+
+        On SQLite, while the job's ``effects`` transaction is open it holds the database's
+        only write lock until the run completes: the progress is written in that
+        transaction (another connection would wait for it for ever). On PostgreSQL it is
+        written apart, so the run's row is never locked until the completion.
+        """
+        stmt = (
+            update(runs)
+            .where(
+                runs.c.id == run_id,
+                runs.c.fencing_token == fencing_token,
+                runs.c.status == RunStatus.RUNNING.value,
             )
+            .values(progress_done=done, progress_total=total, updated_at=now)
+        )
+        if effects is not None and effects.opened and not self.is_postgres:
+            conn: Connection = effects.connection
+            return conn.execute(stmt).rowcount == 1
+        with self._write() as conn:
+            res = conn.execute(stmt)
         return res.rowcount == 1
 
     def run_counts(self) -> dict[str, int]:
