@@ -83,7 +83,7 @@ def connect_options(settings: Settings) -> ConnectOptions:
         statement_timeout=d.statement_timeout_seconds,
         lock_timeout=d.lock_timeout_seconds,
         idle_in_transaction_timeout=d.idle_in_transaction_timeout_seconds,
-        response_timeout=d.response_timeout_seconds,
+        response_timeout=d.response_timeout,
         keepalives_idle=d.keepalives_idle_seconds,
         keepalives_interval=d.keepalives_interval_seconds,
         keepalives_count=d.keepalives_count,

@@ -69,6 +69,12 @@ Seconds = Annotated[float, Field(ge=0)]
 """A limit in seconds; ``0`` means duly sets none."""
 
 
+RESPONSE_MARGIN = 15.0
+
+"""How much longer than the statement timeout the client waits for an answer by default:
+the server's own, clean, error must come first, and a busy server may be a little late."""
+
+
 class DatabaseSettings(BaseModel):
     """How connections are opened and bounded, so no loop can hang on the database.
 
@@ -86,8 +92,12 @@ class DatabaseSettings(BaseModel):
     """The server gives up a wait for a lock after this long (``lock_timeout``)."""
     idle_in_transaction_timeout_seconds: Seconds = 60.0
     """The server ends a session idle this long inside a transaction (``idle_in_transaction_session_timeout``)."""
-    response_timeout_seconds: Seconds = 45.0
-    """The client drops a connection whose server has not answered for this long."""
+    response_timeout_seconds: Seconds | None = None
+    """The client drops a connection whose server has not answered for this long.
+
+    ``None``: :data:`RESPONSE_MARGIN` s past ``statement_timeout_seconds`` (45 by default),
+    or no limit when that is off: statements may then legitimately take any time.
+    """
     keepalives_idle_seconds: Annotated[int, Field(ge=1, le=7200)] = 10
     """TCP keepalive probes start after this long without traffic."""
     keepalives_interval_seconds: Annotated[int, Field(ge=1, le=600)] = 5
@@ -103,10 +113,18 @@ class DatabaseSettings(BaseModel):
     sqlite_busy_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     """SQLite: how long a writer waits for the database's single write lock."""
 
+    @property
+    def response_timeout(self) -> float:
+        """``response_timeout_seconds``, or the one it follows from (``0``: no limit)."""
+        if self.response_timeout_seconds is not None:
+            return self.response_timeout_seconds
+        statement = self.statement_timeout_seconds
+        return statement + RESPONSE_MARGIN if statement else 0.0
+
     @model_validator(mode="after")
     def _timeouts_in_order(self) -> DatabaseSettings:
         statement, lock = self.statement_timeout_seconds, self.lock_timeout_seconds
-        response = self.response_timeout_seconds
+        response = self.response_timeout
         if statement and lock and lock >= statement:
             raise _order_error(
                 "lock_timeout_seconds",
