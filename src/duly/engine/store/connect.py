@@ -51,7 +51,7 @@ SQLITE_LOCK_TIMEOUT = 30.0
 
 @dataclass(frozen=True, slots=True)
 class ConnectOptions:
-    """How connections are opened and bounded; seconds throughout, ``0`` meaning no limit.
+    """How connections are opened and bounded; seconds throughout, ``0``: duly sets no limit.
 
     The defaults are those of the ``database`` settings (see ``docs/configuration.md``
     for the reason behind each); the PostgreSQL ones are ignored on SQLite.
@@ -145,8 +145,8 @@ def allow_long_statements(conn: Connection, seconds: float = 0) -> Iterator[None
         yield
         return
     before = raw.response_timeout
-    # Beyond the server's own limit, so its clean error comes first.
-    raw.response_timeout = seconds * 1.5 + 5 if seconds > 0 and before > 0 else 0.0
+    # Past the server's own limit, so its clean error comes first (as the settings do).
+    raw.response_timeout = seconds + 15.0 if seconds > 0 and before > 0 else 0.0
     try:
         yield
     finally:
