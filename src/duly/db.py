@@ -10,6 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from duly.engine.store.connect import allow_long_statements
+
 __all__ = ["current_revision", "head_revision", "is_up_to_date", "upgrade"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -42,7 +44,9 @@ def is_up_to_date(engine: Engine) -> bool:
 def upgrade(engine: Engine, revision: str = "head") -> str:
     """Apply every migration up to ``revision``; return the revision reached."""
     cfg = _config()
-    with engine.begin() as conn:
+    # A migration may rewrite or index a large table: no statement limit (the lock
+    # timeout stays, so a migration never queues every node's statements behind it).
+    with engine.begin() as conn, allow_long_statements(conn):
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
     current = current_revision(engine)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import structlog
+from sqlalchemy import Engine
 
 from duly.clock import Clock, SystemClock
 from duly.config import Settings
@@ -23,6 +24,7 @@ from duly.engine.node import Node
 from duly.engine.options import EngineOptions, default_node_name
 from duly.engine.registry import JobRegistry, default_registry
 from duly.engine.store.base import NewSchedule
+from duly.engine.store.connect import ConnectOptions
 from duly.engine.store.sql import SqlStore, create_db_engine
 from duly.metrics import start_metrics_server, with_run_metrics
 from duly.operations.balance_check.jobs import balance_check_registry
@@ -32,7 +34,16 @@ from duly.operations.jobs import operations_registry
 from duly.operations.notifications.wiring import start_notifications
 from duly.operations.sweep import SWEEP_JOB, sweep_schedule
 
-__all__ = ["DatabaseNotReady", "System", "build_system", "engine_options", "open_store", "run_node"]
+__all__ = [
+    "DatabaseNotReady",
+    "System",
+    "build_system",
+    "connect_options",
+    "db_engine",
+    "engine_options",
+    "open_store",
+    "run_node",
+]
 
 log = structlog.get_logger("duly.runtime")
 
@@ -48,7 +59,7 @@ def open_store(settings: Settings, *, auto_upgrade: bool = False) -> SqlStore:
 
     :raises DatabaseNotReady: the schema is missing or behind, and may not be upgraded here.
     """
-    engine = create_db_engine(settings.database_url)
+    engine = db_engine(settings)
     current, head = current_revision(engine), head_revision()
     if current != head:
         embedded_and_empty = engine.dialect.name == "sqlite" and current is None
@@ -62,6 +73,30 @@ def open_store(settings: Settings, *, auto_upgrade: bool = False) -> SqlStore:
                 "run `duly db upgrade`"
             )
     return SqlStore(engine)
+
+
+def connect_options(settings: Settings) -> ConnectOptions:
+    """How connections are opened and bounded, from the ``database`` settings."""
+    d = settings.database
+    return ConnectOptions(
+        connect_timeout=d.connect_timeout_seconds,
+        statement_timeout=d.statement_timeout_seconds,
+        lock_timeout=d.lock_timeout_seconds,
+        idle_in_transaction_timeout=d.idle_in_transaction_timeout_seconds,
+        response_timeout=d.response_timeout,
+        keepalives_idle=d.keepalives_idle_seconds,
+        keepalives_interval=d.keepalives_interval_seconds,
+        keepalives_count=d.keepalives_count,
+        tcp_user_timeout=d.tcp_user_timeout_seconds,
+        pool_timeout=d.pool_timeout_seconds,
+        pool_recycle=d.pool_recycle_seconds,
+        sqlite_busy_timeout=d.sqlite_busy_timeout_seconds,
+    )
+
+
+def db_engine(settings: Settings) -> Engine:
+    """The SQLAlchemy engine of the configured database, bounded by its ``database`` settings."""
+    return create_db_engine(settings.database_url, options=connect_options(settings))
 
 
 def engine_options(settings: Settings) -> EngineOptions:

@@ -13,10 +13,10 @@ db_app = typer.Typer(help="The database.", no_args_is_help=True)
 def db_upgrade() -> None:
     """Create or migrate the database schema to this version of duly."""
     from duly.db import current_revision, head_revision, upgrade
-    from duly.engine.store.sql import create_db_engine
+    from duly.runtime import db_engine
 
     settings = load_settings()
-    engine = create_db_engine(settings.database_url)
+    engine = db_engine(settings)
     try:
         before = current_revision(engine)
         after = upgrade(engine)

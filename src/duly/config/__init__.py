@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from duly.config.api import ApiSettings
 from duly.config.balance_check import BalanceCheckSettings, JobsSettings
-from duly.config.database import redact_url
+from duly.config.database import DatabaseSettings, redact_url
 from duly.config.engine import EngineSettings, LoggingSettings
 from duly.config.errors import ConfigError, ConfigProblem
 from duly.config.loader import load_settings, settings_from_cli
@@ -41,6 +41,7 @@ __all__ = [
     "BalanceCheckSettings",
     "ConfigError",
     "ConfigProblem",
+    "DatabaseSettings",
     "DeliverySettings",
     "EmailSettings",
     "EngineSettings",

@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from duly.config.api import ApiSettings
 from duly.config.balance_check import JobsSettings
-from duly.config.database import check_database_url, redact_url
+from duly.config.database import DatabaseSettings, check_database_url, redact_url
 from duly.config.engine import EngineSettings, LoggingSettings
 from duly.config.fields import IanaZone, NonEmptyStr, none_is_empty
 from duly.config.notify import NotifySettings
@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     """Default timezone for display and for schedules that name none."""
     node_name: NonEmptyStr | None = None
     """This process's name among the nodes; ``None`` means ``hostname:pid``."""
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    """Connection timeouts, keepalives and the pool (``database_url`` says where)."""
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
@@ -66,9 +68,9 @@ class Settings(BaseSettings):
     schedules: list[ScheduleSettings] = Field(default_factory=list)
     notify: NotifySettings = Field(default_factory=NotifySettings)
 
-    _empty_sections = field_validator("logging", "engine", "api", "jobs", "notify", mode="before")(
-        none_is_empty
-    )
+    _empty_sections = field_validator(
+        "database", "logging", "engine", "api", "jobs", "notify", mode="before"
+    )(none_is_empty)
 
     @field_validator("schedules", mode="before")
     @classmethod

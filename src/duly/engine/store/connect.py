@@ -1,39 +1,219 @@
-"""Opening the database: the SQLAlchemy engine, and SQLite's connection and locking settings."""
+"""Opening the database: the SQLAlchemy engine, PostgreSQL's timeouts, SQLite's locking.
+
+On PostgreSQL every connection is bounded so that no loop of a node can hang on the
+database, whatever the network does:
+
+* ``connect_timeout`` bounds opening a connection;
+* the server's ``statement_timeout``, ``lock_timeout`` and
+  ``idle_in_transaction_session_timeout`` end a slow statement, a wait for a lock, and a
+  transaction left open by its client, with a clean error;
+* TCP keepalives and ``tcp_user_timeout`` find a peer that is gone (a host or a network
+  that died without closing the connection);
+* the client's response timeout (:class:`BoundedConnection`) gives up on a server that
+  does not answer at all. Keepalives cannot see that case when something between duly and
+  the server still answers for it at the TCP level (PgBouncer, HAProxy, a cloud load
+  balancer in front of a server that is gone): the proxy's kernel acknowledges every
+  packet while no reply ever comes.
+
+Statements that may legitimately run longer (migrations, pruning) say so with
+:func:`allow_long_statements`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.abc import PQGen
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
 
+__all__ = [
+    "SQLITE_LOCK_TIMEOUT",
+    "BoundedConnection",
+    "ConnectOptions",
+    "allow_long_statements",
+    "create_db_engine",
+    "pg_connect_params",
+    "setup_sqlite",
+]
 
-def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """An SQLAlchemy engine set up for duly: WAL and ``BEGIN IMMEDIATE`` on SQLite."""
-    if url.startswith("sqlite"):
-        engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
-            pool_size=pool_size,
-            max_overflow=pool_size * 2,
-        )
-        setup_sqlite(engine)
-        return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True)
+RV = TypeVar("RV")
 
-
-#: How long a writer waits for SQLite's single write lock before giving up.
+#: How long a writer waits for SQLite's single write lock before giving up (the default).
 SQLITE_LOCK_TIMEOUT = 30.0
 
 
-def setup_sqlite(engine: Engine) -> None:
+@dataclass(frozen=True, slots=True)
+class ConnectOptions:
+    """How connections are opened and bounded; seconds throughout, ``0``: duly sets no limit.
+
+    The defaults are those of the ``database`` settings (see ``docs/configuration.md``
+    for the reason behind each); the PostgreSQL ones are ignored on SQLite.
+    """
+
+    connect_timeout: int = 5
+    statement_timeout: float = 30.0
+    lock_timeout: float = 10.0
+    idle_in_transaction_timeout: float = 60.0
+    response_timeout: float = 45.0
+    keepalives_idle: int = 10
+    keepalives_interval: int = 5
+    keepalives_count: int = 3
+    tcp_user_timeout: float = 25.0
+    pool_timeout: float = 10.0
+    pool_recycle: float = 1800.0
+    sqlite_busy_timeout: float = SQLITE_LOCK_TIMEOUT
+
+
+def _ms(seconds: float) -> int:
+    """Milliseconds for a PostgreSQL setting; a positive value never rounds down to "off"."""
+    return max(1, round(seconds * 1000)) if seconds > 0 else 0
+
+
+def pg_connect_params(options: ConnectOptions) -> dict[str, str]:
+    """The libpq parameters that carry ``options`` to every PostgreSQL connection."""
+    server = {
+        "statement_timeout": _ms(options.statement_timeout),
+        "lock_timeout": _ms(options.lock_timeout),
+        "idle_in_transaction_session_timeout": _ms(options.idle_in_transaction_timeout),
+    }
+    params = {
+        "connect_timeout": str(options.connect_timeout),
+        "keepalives": "1",
+        "keepalives_idle": str(options.keepalives_idle),
+        "keepalives_interval": str(options.keepalives_interval),
+        "keepalives_count": str(options.keepalives_count),
+        "tcp_user_timeout": str(_ms(options.tcp_user_timeout)),
+    }
+    # Sent in the startup packet, so they hold from the first statement of every
+    # connection. A limit of 0 is not sent at all: the server's own setting (a role's or a
+    # database's, ``ALTER ROLE … SET``) then applies, as it must behind PgBouncer, which
+    # refuses ``options`` unless told to ignore it.
+    sent = [f"-c {name}={value}" for name, value in server.items() if value]
+    if sent:
+        params["options"] = " ".join(sent)
+    return params
+
+
+class BoundedConnection(psycopg.Connection[Any]):
+    """A psycopg connection that waits for an answer at most :attr:`response_timeout` s.
+
+    When the server does not answer in time, the connection is closed (what was under way
+    is in an unknown state) and :class:`psycopg.OperationalError` is raised; SQLAlchemy
+    sees a closed connection, drops it from the pool, and the next checkout opens a new one.
+    """
+
+    #: Seconds to wait for any answer of the server; ``0``: no limit.
+    response_timeout: float = 0.0
+
+    def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
+        limit = self.response_timeout
+        if timeout is not None or limit <= 0:  # psycopg's own bounded waits stay as they are
+            return super().wait(gen, interval, timeout)
+        try:
+            return super().wait(gen, interval, limit)
+        except pg_errors._WaitTimeout:
+            self.pgconn.finish()
+            raise psycopg.OperationalError(
+                f"no answer from the database within {limit:g} s "
+                "(database.response_timeout_seconds): connection dropped"
+            ) from None
+
+
+@contextlib.contextmanager
+def allow_long_statements(conn: Connection, seconds: float = 0) -> Iterator[None]:
+    """Let statements on ``conn`` run up to ``seconds`` (``0``: no limit) until the transaction ends.
+
+    For the few statements that may legitimately outlast ``statement_timeout`` (schema
+    migrations, bulk deletes). ``lock_timeout`` still applies: waiting behind other
+    transactions for long is never wanted. Use it at the start of a transaction: the
+    server's limit is lifted with ``SET LOCAL`` (it ends with the transaction), the
+    client's response timeout for the block. Nothing to do on SQLite.
+    """
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    conn.exec_driver_sql(f"SET LOCAL statement_timeout = {_ms(seconds)}")
+    raw: Any = conn.connection.dbapi_connection
+    if not isinstance(raw, BoundedConnection):
+        yield
+        return
+    before = raw.response_timeout
+    # Past the server's own limit, so its clean error comes first (as the settings do).
+    raw.response_timeout = seconds + 15.0 if seconds > 0 and before > 0 else 0.0
+    try:
+        yield
+    finally:
+        raw.response_timeout = before
+
+
+def create_db_engine(
+    url: str, *, pool_size: int = 10, options: ConnectOptions | None = None
+) -> Engine:
+    """An SQLAlchemy engine set up for duly.
+
+    PostgreSQL: every connection bounded by ``options`` (see the module), checked before
+    use (``pool_pre_ping``) and replaced after ``pool_recycle`` s. SQLite: WAL, ``BEGIN
+    IMMEDIATE`` and a busy timeout.
+    """
+    opts = options or ConnectOptions()
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={
+                "check_same_thread": False,
+                "timeout": opts.sqlite_busy_timeout,
+                "isolation_level": None,
+            },
+            pool_size=pool_size,
+            max_overflow=pool_size * 2,
+        )
+        setup_sqlite(engine, opts.sqlite_busy_timeout)
+        return engine
+    # The network parameters go in the URL so that every connection made from
+    # ``engine.url`` has them, the node's LISTEN connection included; ``options`` (the
+    # server's timeouts) cannot, as a rendered URL writes its spaces as ``+``, which libpq
+    # does not read back. Parameters already in the URL win: whoever wrote them meant them.
+    parsed = make_url(url)
+    params: dict[str, Any] = pg_connect_params(opts)
+    server_options = params.pop("options", "")
+    given = dict(parsed.query)
+    if "options" in given:
+        server_options = f"{server_options} {given['options']}".strip()
+    engine = create_engine(
+        parsed.update_query_dict(params | given),
+        connect_args={"options": server_options} if server_options else {},
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        pool_pre_ping=True,
+        pool_recycle=opts.pool_recycle,
+        pool_timeout=opts.pool_timeout,
+    )
+    response_timeout = opts.response_timeout
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> BoundedConnection:
+        conn = BoundedConnection.connect(*cargs, **cparams)
+        conn.response_timeout = response_timeout
+        return conn
+
+    return engine
+
+
+def setup_sqlite(engine: Engine, lock_timeout: float = SQLITE_LOCK_TIMEOUT) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute(f"PRAGMA busy_timeout={int(SQLITE_LOCK_TIMEOUT * 1000)}")
+        cur.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
         cur.close()
 
     # Writers of this process queue on a Python lock before taking SQLite's: waiting in
@@ -58,10 +238,10 @@ def setup_sqlite(engine: Engine) -> None:
         if conn.get_execution_options().get("duly_readonly", False):
             conn.exec_driver_sql("BEGIN")
             return
-        if not lock.acquire(timeout=SQLITE_LOCK_TIMEOUT):
+        if not lock.acquire(timeout=lock_timeout):
             raise TimeoutError(
                 "database is locked: no write lock within "
-                f"{SQLITE_LOCK_TIMEOUT:g} s (a transaction left open?)"
+                f"{lock_timeout:g} s (a transaction left open?)"
             )
         proxied = conn.connection
         with holders_guard:

@@ -6,8 +6,13 @@ from datetime import datetime
 
 from sqlalchemy import delete, select
 
+from duly.engine.store.connect import allow_long_statements
 from duly.engine.store.plumbing import SqlBase
 from duly.engine.store.schema import job_executions
+
+#: Longest statement of one pruning batch: finding old rows reads ``completed_at``, which
+#: has no index, so on a large backlog the scan may outlast the default statement timeout.
+PRUNE_STATEMENT_SECONDS = 600.0
 
 
 class ExecutionQueries(SqlBase):
@@ -17,7 +22,7 @@ class ExecutionQueries(SqlBase):
         """Delete attempts of finished runs that completed before ``before``, in batches."""
         total = 0
         while True:
-            with self._write() as conn:
+            with self._write() as conn, allow_long_statements(conn, PRUNE_STATEMENT_SECONDS):
                 ids = (
                     conn.execute(
                         select(job_executions.c.id)
