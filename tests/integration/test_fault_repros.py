@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from conftest import _truncate_pg
 from duly.clock import SystemClock
@@ -26,10 +25,8 @@ from duly.engine.options import EngineOptions
 from duly.engine.registry import JobRegistry
 from duly.engine.states import FINAL, RunStatus
 from duly.engine.store.base import ClaimParams, RunRow
-from duly.engine.store.connect import create_db_engine
 from duly.engine.store.dialect import lock_id
 from duly.engine.store.sql import SqlStore
-from faultproxy import fault_proxy
 
 pytestmark = pytest.mark.slow
 
@@ -151,38 +148,3 @@ def test_a_peer_frozen_in_its_claim_does_not_stall_the_claims_of_other_nodes(
         store.dispose()
     assert not stalled, "the claim waited for the frozen peer"
     assert other.id in claimed[0]
-
-
-@pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="the PostgreSQL engine has no connect, keepalive or statement timeout: a call on a "
-    "half-open connection (a partition without a reset) waits until the kernel gives up",
-)
-def test_a_store_call_on_a_half_open_connection_fails_within_seconds(pg_database: str) -> None:
-    url = make_url(pg_database)
-    with fault_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
-        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-        store = SqlStore(create_db_engine(proxied, pool_size=1))
-        store.node_heartbeat("n1", CLOCK.now())  # a pooled connection, as a running node has
-        proxy.blackhole()
-        errors: list[BaseException] = []
-
-        def beat() -> None:
-            try:
-                store.node_heartbeat("n1", CLOCK.now())
-            except Exception as exc:
-                errors.append(exc)
-
-        beating = threading.Thread(target=beat, daemon=True)
-        try:
-            beating.start()
-            # Well within a lease: the heartbeat must give up and try again on a new connection.
-            beating.join(timeout=10)
-            hung = beating.is_alive()
-        finally:
-            proxy.restore()  # closes the black-holed connections: the call fails now
-            beating.join(timeout=10)
-            store.dispose()
-    assert not hung, "the call hung on the half-open connection"
-    assert errors
