@@ -195,3 +195,30 @@ def test_the_proxy_really_cuts(faulty: Faulty) -> None:
     assert faulty.node_store.run_counts() is not None
 
 
+
+
+async def test_every_loop_of_a_node_rides_out_an_outage_with_a_warning_per_try(
+    faulty: Faulty,
+) -> None:
+    from structlog.testing import capture_logs
+
+    registry = JobRegistry()
+    registry.job("work", timeout=10)(lambda ctx: ctx.attempt)
+    node = Node(faulty.node_store, registry, CLOCK, options(), listen=False)  # every role
+    client = EngineClient(faulty.store, registry, CLOCK)
+    with capture_logs() as logs:
+        await node.start()
+        try:
+            faulty.proxy.cut()
+            await CLOCK.sleep(4)
+            faulty.proxy.restore()
+            run, _ = client.trigger("work")
+            await until(is_final(faulty.store, run), 20, "a run after the outage")
+        finally:
+            await node.stop()
+    assert final(faulty.store, run).status is RunStatus.SUCCEEDED
+    crashed = [e for e in logs if e["event"] == "service.crashed"]
+    assert crashed == [], "a database outage is not a crash: no traceback"
+    tries = Counter(e["service"] for e in logs if e["event"] == "service.database_unavailable")
+    # backing off (0.5, 1, 2, 4 s): a handful of lines per loop in 4 s, not one a second
+    assert all(n <= 5 for n in tries.values()), tries

@@ -9,13 +9,14 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 import structlog
+from sqlalchemy.exc import DBAPIError
 
 from duly.clock import Clock
 from duly.engine.alerts import AlertSink, StoreAlertSink
 from duly.engine.notifier import PgNotifier, libpq_dsn
 from duly.engine.options import EngineOptions
 from duly.engine.registry import JobRegistry
-from duly.engine.services.base import Env, Service
+from duly.engine.services.base import Env, Service, backoff_seconds
 from duly.engine.services.reaper import ReaperService
 from duly.engine.services.scheduler import SchedulerService
 from duly.engine.services.watchdog import WatchdogService
@@ -110,15 +111,27 @@ class Node:
 
     async def _guard(self, service: Service) -> None:
         """Keep a loop alive through unexpected errors (a database restart, say)."""
+        failures = 0
         while not service.stopping.is_set():
+            passes = service.passes
             try:
                 await service.run()
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("service.crashed", service=service.name)
-                retry_at = self.env.clock.now() + timedelta(seconds=1)
+            except Exception as exc:
+                # Consecutive failures without a completed pass back off; one pass resets.
+                failures = 1 if service.passes != passes else failures + 1
+                delay = backoff_seconds(failures)
+                if isinstance(exc, DBAPIError | TimeoutError):
+                    # The database is away: one line per try, not a traceback a second.
+                    log.warning("service.database_unavailable", service=service.name,
+                                error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                                if str(exc) else type(exc).__name__,
+                                failures=failures, retry_in_s=delay)  # fmt: skip
+                else:
+                    log.exception("service.crashed", service=service.name, retry_in_s=delay)
+                retry_at = self.env.clock.now() + timedelta(seconds=delay)
                 await self.env.clock.sleep_until(retry_at, wake=service.stopping)
 
     async def stop(self) -> None:
