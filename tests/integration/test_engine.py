@@ -295,6 +295,38 @@ async def test_progress_reported_inside_the_jobs_transaction_is_written_and_kept
     assert progress_seen == [(3, 3)]
 
 
+async def test_a_dead_node_with_more_runs_than_one_reaper_batch_is_taken_over_at_once(
+    store: SqlStore, registry: JobRegistry
+) -> None:
+    from duly.clock import SystemClock
+    from duly.engine.client import EngineClient
+    from duly.engine.node import Node
+    from duly.engine.services.reaper import REAP_BATCH
+    from duly.engine.store.base import ClaimParams
+
+    count, real = REAP_BATCH + 20, SystemClock()
+    registry.job("work", retry=3)(lambda ctx: None)
+    client = EngineClient(store, registry, real)
+    for i in range(count):
+        client.trigger("work", idempotency_key=f"w{i}")
+    # A node took them all and died: every lease has run out (as if a minute had passed).
+    claim = ClaimParams(node="ghost", queues=["default"], limit=count, now=real.now(),
+                        lease_seconds=-60)  # fmt: skip
+    assert len(store.run_claim(claim)) == count
+    opts = test_options(reaper_interval_seconds=3600, max_idle_seconds=0.1)
+    node = Node(store, registry, real, opts, roles=("worker",), listen=False)
+    await node.start()
+    try:
+        for _ in range(100):  # real time: the reaper's next pass would be an hour away
+            await asyncio.sleep(0.05)
+            ghosts = [r for r in runs_of(store) if r.lease_owner == "ghost"]
+            if not ghosts:
+                break
+    finally:
+        await node.stop()
+    assert ghosts == []
+
+
 async def test_a_dead_nodes_run_is_reaped_and_run_again(
     store: SqlStore, clock: ManualClock, registry: JobRegistry
 ) -> None:

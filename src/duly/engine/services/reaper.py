@@ -11,6 +11,9 @@ from duly.engine.store.base import NewAlert, RunRow
 __all__ = ["ReaperService"]
 
 
+REAP_BATCH = 500  # expired leases taken back per transaction
+
+
 class ReaperService(Service):
     """Returns expired leases to the queue (``LEASE_EXPIRED``) or fails them when attempts are spent."""
 
@@ -21,8 +24,10 @@ class ReaperService(Service):
         interval = self.env.options.reaper_interval_seconds
         while not self.stopping.is_set():
             self._begin_pass()
-            await self.env.db(self.reap_once)
+            reaped = await self.env.db(self.reap_once)
             self._mark_pass()
+            if len(reaped) >= REAP_BATCH:
+                continue  # a dead node left more: take them back now, not an interval later
             await self.env.clock.sleep_until(
                 self.env.clock.now() + timedelta(seconds=interval), self.wakeup
             )
@@ -30,7 +35,7 @@ class ReaperService(Service):
     def reap_once(self) -> list[RunRow]:
         """One pass (blocking)."""
         now = self.env.clock.now()
-        reaped = self.env.store.run_reap_expired(now, 500, lambda run: self._decide(run, now))
+        reaped = self.env.store.run_reap_expired(now, REAP_BATCH, lambda run: self._decide(run, now))
         for run in reaped:
             self.log.warning(
                 "run.lease_expired",
