@@ -695,3 +695,50 @@ async def test_shutdown_hands_a_run_back_only_once_its_code_stopped(
     row = store.run_get(run.id)
     assert row is not None and row.status is RunStatus.RETRYING and row.lease_owner is None
     assert row.max_attempts == run.max_attempts + 1  # handed back: the attempt does not count
+
+
+async def test_an_async_jobs_progress_never_blocks_the_event_loop_on_the_database(
+    store: SqlStore, registry: JobRegistry
+) -> None:
+    from sqlalchemy import text
+
+    from duly.clock import SystemClock
+    from duly.engine.client import EngineClient
+    from duly.engine.node import Node
+
+    loop = asyncio.get_running_loop()
+    started, locked, took = asyncio.Event(), asyncio.Event(), []
+
+    @registry.job("count", timeout=60)
+    async def count(ctx: JobContext) -> None:
+        started.set()
+        await locked.wait()
+        began = loop.time()
+        ctx.report_progress(1, 1)  # the runs table is locked by someone else
+        took.append(loop.time() - began)
+
+    real = SystemClock()
+    node = Node(store, registry, real, test_options(max_idle_seconds=0.05), roles=("worker",),
+                listen=False)  # fmt: skip
+    await node.start()
+    try:
+        run, _ = EngineClient(store, registry, real).trigger("count")
+        await asyncio.wait_for(started.wait(), 10)
+        with store.engine.connect() as conn:
+            if store.is_postgres:
+                conn.execute(text("SELECT 1 FROM runs WHERE id = :i FOR UPDATE"), {"i": run.id})
+            else:
+                conn.execute(text("UPDATE runs SET priority = priority WHERE id = :i"), {"i": run.id})
+            locked.set()
+            await asyncio.sleep(1.0)  # the loop must be free to get here and let go
+            conn.rollback()
+        for _ in range(100):
+            row = store.run_get(run.id)
+            if row is not None and row.status is RunStatus.SUCCEEDED:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await node.stop()
+    assert took and took[0] < 0.5
+    assert row is not None and row.status is RunStatus.SUCCEEDED
+    assert (row.progress_done, row.progress_total) == (1, 1)  # written before the outcome

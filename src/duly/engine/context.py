@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -80,6 +82,8 @@ class JobContext:
     _lease_lost: bool = field(default=False, repr=False)
     #: the future running the job's code (a task, or a thread's future), while it runs
     _code: Any = field(default=None, repr=False)
+    _progress_write: Any = field(default=None, repr=False)  # an async job's write in a thread
+    _progress_next: Any = field(default=None, repr=False)  # the latest, once that one is done
     progress: tuple[int, int | None] | None = None
 
     @property
@@ -140,9 +144,37 @@ class JobContext:
         )
         if due or (total is not None and done >= total):
             self._last_progress_write = now
-            self._store.run_progress(
-                self.run_id, self.fencing_token, done, total, now, self._effects
+            write = functools.partial(self._store.run_progress, self.run_id, self.fencing_token,
+                                      done, total, now, self._effects)  # fmt: skip
+            loop = _running_loop()
+            if loop is None or (self._effects is not None and self._effects.opened):
+                write()  # a sync job's own thread; or into its open transaction, which is quick
+            else:
+                self._write_progress_apart(loop, write)
+
+    def _write_progress_apart(self, loop: asyncio.AbstractEventLoop, write: Any) -> None:
+        """An async job reports on the event loop: write in a thread, never blocking the loop
+        (every other run of the node) on the database. Writes stay in order, the latest wins."""
+        if self._progress_write is not None and not self._progress_write.done():
+            self._progress_next = write
+            return
+        self._progress_write = loop.run_in_executor(None, write)
+        self._progress_write.add_done_callback(lambda f: self._progress_written(loop, f))
+
+    def _progress_written(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            structlog.get_logger("duly.engine").warning(
+                "run.progress_not_written", run_id=self.run_id, error=type(fut.exception()).__name__
             )
+        write, self._progress_next = self._progress_next, None
+        if write is not None:
+            self._write_progress_apart(loop, write)
+
+    async def _progress_flushed(self) -> None:
+        """Wait for progress writes handed to a thread (before the run's outcome is written)."""
+        while self._progress_write is not None and not self._progress_write.done():
+            await asyncio.wait({self._progress_write})
+            await asyncio.sleep(0)  # let the done callback start the next write
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -156,3 +188,10 @@ class JobContext:
         if self._effects is None:
             raise RuntimeError("this context has no store; transaction() needs a running engine")
         yield self._effects.connection
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

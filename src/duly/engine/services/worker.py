@@ -399,6 +399,7 @@ class WorkerService(Service):
                 )
             else:
                 outcome = await self._attempt(job, ctx)
+                await ctx._progress_flushed()
             executing = False
             self._returned(1)
             await self._finish([(run, ctx, job, outcome, started)])
