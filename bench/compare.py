@@ -39,7 +39,7 @@ def measure(tree: Path, engine_args: list[str]) -> str:
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "engine.py"), *engine_args],
                          env=env, capture_output=True, text=True, check=True)  # fmt: skip
-    return out.stdout
+    return out.stdout + out.stderr  # the raw figures go to stderr
 
 
 def parse(stdout: str) -> dict[tuple[str, str], list[float]]:
