@@ -492,6 +492,43 @@ def test_a_lease_is_extended_only_under_its_own_token(store: SqlStore) -> None:
     assert not renewal.lost and store.run_get(mine.run.id).lease_expires_at == later
 
 
+def test_heartbeats_and_completions_of_the_same_runs_never_deadlock(store: SqlStore) -> None:
+    # A heartbeat extends every lease of the node while completions of those runs are
+    # written, in batches, in another order: neither may wait on the other in a cycle.
+    for i in range(200):
+        store.run_enqueue(new_run(f"d{i}"), T0)
+    got = claim(store, limit=200)
+    leases = {c.run.id: c.run.fencing_token for c in got}
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not done.is_set():
+                store.lease_extend("n1", leases, T0 + timedelta(minutes=5), T0)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def complete() -> None:
+        try:
+            backwards = list(reversed(got))
+            for start in range(0, len(backwards), 10):
+                store.run_complete_many([_success(c) for c in backwards[start : start + 10]])
+        except BaseException as exc:
+            errors.append(exc)
+
+    beaters = [threading.Thread(target=beat) for _ in range(2)]
+    completer = threading.Thread(target=complete)
+    for t in [*beaters, completer]:
+        t.start()
+    completer.join(timeout=60)
+    done.set()
+    for t in beaters:
+        t.join(timeout=60)
+    assert errors == []
+    assert {store.run_get(c.run.id).status for c in got} == {RunStatus.SUCCEEDED}  # type: ignore[union-attr]
+
+
 def test_lease_held_checks_owner_token_and_expiry(store: SqlStore) -> None:
     store.run_enqueue(new_run("k1"), T0)
     (c1,) = claim(store)
