@@ -7,11 +7,17 @@
   claimed runs of it in one task, without a thread hand-off;
 * heartbeats extend the leases of in-flight runs and pick up cancel requests;
 * an attempt is stopped at its job's timeout (async: cancelled; sync: abandoned in its
-  thread, its effects rolled back when it returns) and counted ``JOB_TIMEOUT``;
+  thread, its effects rolled back when it returns) and counted ``JOB_TIMEOUT``; an
+  abandoned thread holds its slot and its place under the job's limit until it ends;
+* a node told its lease is gone stops the job (``ctx.cancelled``, ``ctx.check_lease()``);
+  if it claims the same run again, the new attempt waits for the lost one to end;
+* database errors never end the loop: claims back off, heartbeats beat again soon,
+  outcomes are retried until written or the lease is provably lost;
 * a failure is retried with the job's backoff while attempts remain and the error is
   retryable; after the last, the run is ``failed`` and an alert is raised;
 * on stop: no new claims; in-flight runs get ``shutdown_grace_seconds`` to finish, then are
-  handed back to the queue without losing an attempt.
+  cancelled and handed back to the queue without losing an attempt, each once its code
+  has stopped (its lease kept until then).
 
 How an attempt's result becomes an outcome is in :mod:`~duly.engine.services.outcomes`, and
 the batched outcome writes in :mod:`~duly.engine.services.completions`. The rest stays in this
