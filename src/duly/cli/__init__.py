@@ -24,6 +24,7 @@ from duly.cli.runs import runs_app
 from duly.cli.schedules import schedule_app
 from duly.cli.serve import serve, worker
 from duly.cli.simulate import simulate
+from duly.cli.tokens import token_app
 from duly.cli.transfers import transfers_app
 from duly.version import __version__
 
@@ -53,6 +54,7 @@ for _name, _group in (
     ("ledger", ledger_app),
     ("transfers", transfers_app),
     ("recurring", recurring_app),
+    ("token", token_app),
 ):
     app.add_typer(_group, name=_name)
 

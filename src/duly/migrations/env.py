@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+import duly.auth.schema  # noqa: F401, RUF100  (adds the tokens table)
 import duly.notify.schema
 import duly.operations.balance_check.models  # noqa: F401, RUF100  (adds the balance check tables)
 import duly.operations.execution.models  # noqa: F401, RUF100  (adds payment_attempts and the banking tables)
