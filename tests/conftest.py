@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
@@ -176,8 +177,13 @@ def duly_worker(db_url: str, tmp_path: Path) -> Iterator[StartWorker]:
         with (tmp_path / f"{name}.log").open("wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "duly", "worker", *args],
-                env={**base, **FAST_NODE_ENV, "DULY_DATABASE_URL": db_url,
-                     "DULY_NODE_NAME": name, **env},
+                env={
+                    **base,
+                    **FAST_NODE_ENV,
+                    "DULY_DATABASE_URL": db_url,
+                    "DULY_NODE_NAME": name,
+                    **env,
+                },
                 cwd=tmp_path,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -216,7 +222,6 @@ def wait_for() -> WaitFor:
 
 
 # -- loopback servers for notification tests ---------------------------------------
-
 
 
 @dataclass
@@ -351,3 +356,20 @@ def smtp_server() -> Iterator[Mailbox]:
     controller.start()
     yield box
     controller.stop()
+
+
+@pytest.fixture
+def cli_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqlStore]:
+    """A migrated SQLite file that ``duly`` commands run with ``CliRunner`` use
+    (``DULY_DATABASE_URL``, the working directory), and the store on it for assertions."""
+    structlog.reset_defaults()  # the CLI binds logging to the runner's (closed) stdout
+    url = f"sqlite:///{tmp_path / 'duly.db'}"
+    engine = create_db_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    monkeypatch.setenv("DULY_DATABASE_URL", url)
+    monkeypatch.chdir(tmp_path)
+    store = SqlStore(url)
+    yield store
+    store.dispose()
+    structlog.reset_defaults()

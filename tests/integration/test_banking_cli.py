@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-import structlog
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -15,25 +11,14 @@ from duly.banking.ledger import LedgerBank
 from duly.banking.schema import accounts, customer_pii, customers, ledger_transfers
 from duly.cli import app
 from duly.clock import SystemClock
-from duly.db import upgrade
-from duly.engine.store.sql import SqlStore, create_db_engine
+from duly.engine.store.sql import SqlStore
 
 RUN = CliRunner()
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqlStore]:
-    structlog.reset_defaults()  # the CLI binds logging to the runner's (closed) stdout
-    url = f"sqlite:///{tmp_path / 'duly.db'}"
-    engine = create_db_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    monkeypatch.setenv("DULY_DATABASE_URL", url)
-    monkeypatch.chdir(tmp_path)
-    store = SqlStore(url)
-    yield store
-    store.dispose()
-    structlog.reset_defaults()
+def env(cli_store: SqlStore) -> SqlStore:
+    return cli_store
 
 
 def snapshot(store: SqlStore) -> tuple[int, int, int, int]:
@@ -61,7 +46,11 @@ def test_customers_add_list_show(env: SqlStore) -> None:
     code, out = cli("customers", "list", "--tier", "premium")
     assert "C-100" in out and "C-200" not in out
     row = Customers(env.engine, SystemClock()).get(1)
-    assert row is not None and row.min_balance_minor == 500_000 and row.notification_prefs == {"email": True}
+    assert (
+        row is not None
+        and row.min_balance_minor == 500_000
+        and row.notification_prefs == {"email": True}
+    )
     code, out = cli("customers", "show", "C-100")
     assert code == 0 and "ada@example.com" in out and "minimum GBP 5,000.00" in out
     assert cli("customers", "show", "1")[1] == out  # by id or external id
@@ -73,7 +62,10 @@ def test_customers_add_list_show(env: SqlStore) -> None:
         (["C-1", "--tier", "gold"], "tier"),
         (["C-1", "--tz", "Mars/Olympus"], "timezone"),
         (["C-1", "--tier", "premium", "--min-balance", "10.001", "--currency", "USD"], "decimals"),
-        (["C-1", "--tier", "premium", "--min-balance", "1e3x", "--currency", "USD"], "--min-balance"),
+        (
+            ["C-1", "--tier", "premium", "--min-balance", "1e3x", "--currency", "USD"],
+            "--min-balance",
+        ),
         (["C-1", "--tier", "premium", "--min-balance", "-5", "--currency", "USD"], "negative"),
         (["C-1", "--tier", "premium", "--min-balance", "10"], "go together"),
         (["C-1", "--min-balance", "10", "--currency", "USD"], "premium"),
@@ -101,7 +93,10 @@ def test_accounts_open_list_close_with_masked_numbers(env: SqlStore) -> None:
         "account ****6819 opened for customer 1 in GBP, deposit GBP 1,500.00"
     )
     assert "GB29NWBK60161331926819" not in out  # nor in the ledger's log line
-    assert cli("accounts", "open", "GB00SAVE0000000000042", "--customer", "1", "--currency", "GBP")[0] == 0
+    assert (
+        cli("accounts", "open", "GB00SAVE0000000000042", "--customer", "1", "--currency", "GBP")[0]
+        == 0
+    )
     balance = LedgerBank(env.engine, SystemClock()).get_balance("GB29NWBK60161331926819")
     assert balance.posted_minor == 150_000 and balance.overdraft_limit_minor == 25_000
     code, out = cli("accounts", "list", "--customer", "C-1")
@@ -121,9 +116,15 @@ def test_accounts_open_list_close_with_masked_numbers(env: SqlStore) -> None:
     [
         (["ACC-NEW-1", "--customer", "C-404", "--currency", "USD"], "no customer"),
         (["ACC-NEW-1", "--customer", "C-1", "--currency", "usdx"], "currency"),
-        (["ACC-NEW-1", "--customer", "C-1", "--currency", "USD", "--deposit", "12.345"], "decimals"),
+        (
+            ["ACC-NEW-1", "--customer", "C-1", "--currency", "USD", "--deposit", "12.345"],
+            "decimals",
+        ),
         (["ACC-NEW-1", "--customer", "C-1", "--currency", "USD", "--deposit", "-1"], "negative"),
-        (["ACC-NEW-1", "--customer", "C-1", "--currency", "USD", "--overdraft", "abc"], "--overdraft"),
+        (
+            ["ACC-NEW-1", "--customer", "C-1", "--currency", "USD", "--overdraft", "abc"],
+            "--overdraft",
+        ),
         (["ACC-OLD-1", "--customer", "C-1", "--currency", "USD", "--deposit", "5"], "exists"),
         (["", "--customer", "C-1", "--currency", "USD"], "1–64"),
     ],
@@ -142,7 +143,17 @@ def test_bad_account_input_exits_2_and_changes_nothing(
 
 
 def test_erase_removes_personal_data_only(env: SqlStore) -> None:
-    cli("customers", "add", "C-9", "--name", "Cy Young", "--email", "cy@example.com", "--phone", "+15550100")
+    cli(
+        "customers",
+        "add",
+        "C-9",
+        "--name",
+        "Cy Young",
+        "--email",
+        "cy@example.com",
+        "--phone",
+        "+15550100",
+    )
     code, out = cli("accounts", "open", "ACC-CY-0009", "--customer", "C-9", "--currency", "USD",
                     "--deposit", "99.99")  # fmt: skip
     assert code == 0, out
@@ -156,7 +167,10 @@ def test_erase_removes_personal_data_only(env: SqlStore) -> None:
     assert "Cy Young" not in out and "cy@example.com" not in out and "personal data erased" in out
     assert "****0009 USD open" in out  # the customer and account remain
     after = ledger.check()
-    assert after.ok and (after.transfers, after.credits_posted) == (before.transfers, before.credits_posted)
+    assert after.ok and (after.transfers, after.credits_posted) == (
+        before.transfers,
+        before.credits_posted,
+    )
     assert ledger.get_balance("ACC-CY-0009").posted_minor == 9_999
     assert "already erased" in cli("customers", "erase", "C-9", "--yes")[1]
     assert cli("customers", "erase", "C-404", "--yes")[0] == 2

@@ -10,28 +10,22 @@ import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
 
 from conftest import _truncate_pg
-from duly.clock import SystemClock
 from duly.engine.client import EngineClient
 from duly.engine.context import JobContext
 from duly.engine.node import Node
-from duly.engine.options import EngineOptions
 from duly.engine.registry import JobRegistry
-from duly.engine.states import FINAL, RunStatus
-from duly.engine.store.base import RunRow
+from duly.engine.states import RunStatus
 from duly.engine.store.connect import create_db_engine
 from duly.engine.store.sql import SqlStore
 from faultproxy import FaultProxy, fault_proxy
+from realtime import CLOCK, fast_options, final, is_final, until
 
 pytestmark = pytest.mark.postgres
-
-CLOCK = SystemClock()
 
 
 @dataclass
@@ -54,17 +48,7 @@ def faulty(pg_database: str) -> Iterator[Faulty]:
         store.dispose()
 
 
-def options(**overrides: Any) -> EngineOptions:
-    base: dict[str, Any] = {
-        "node_name": "n1",
-        "concurrency": 4,
-        "lease_seconds": 3,
-        "heartbeat_seconds": 1,
-        "max_idle_seconds": 0.2,
-        "reaper_interval_seconds": 0.5,
-        "shutdown_grace_seconds": 3,
-    }
-    return EngineOptions(**(base | overrides))
+options = fast_options
 
 
 @pytest.fixture
@@ -79,24 +63,6 @@ async def running_node(faulty: Faulty) -> AsyncIterator[Callable[[JobRegistry], 
     yield start
     for node in nodes:
         await node.stop()
-
-
-async def until(check: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = CLOCK.now() + timedelta(seconds=seconds)
-    while not check():
-        if CLOCK.now() > deadline:
-            pytest.fail(f"timed out after {seconds} s waiting for {what}")
-        await CLOCK.sleep(0.05)
-
-
-def final(store: SqlStore, run: RunRow) -> RunRow:
-    row = store.run_get(run.id)
-    assert row is not None
-    return row
-
-
-def is_final(store: SqlStore, *runs: RunRow) -> Callable[[], bool]:
-    return lambda: all(final(store, r).status in FINAL for r in runs)
 
 
 async def test_a_worker_runs_sync_jobs_again_after_an_outage(
@@ -193,8 +159,6 @@ def test_the_proxy_really_cuts(faulty: Faulty) -> None:
     faulty.proxy.restore()
     faulty.node_store.engine.dispose()
     assert faulty.node_store.run_counts() is not None
-
-
 
 
 async def test_every_loop_of_a_node_rides_out_an_outage_with_a_warning_per_try(

@@ -13,7 +13,6 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -24,21 +23,19 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from structlog.testing import capture_logs
 
 from conftest import _truncate_pg
-from duly.clock import SystemClock
 from duly.engine.client import EngineClient
 from duly.engine.context import JobContext
 from duly.engine.node import Node
 from duly.engine.options import EngineOptions
 from duly.engine.registry import JobRegistry
 from duly.engine.states import FINAL, RunStatus
-from duly.engine.store.base import RunRow
 from duly.engine.store.connect import ConnectOptions, create_db_engine
 from duly.engine.store.sql import SqlStore
 from faultproxy import FaultProxy, fault_proxy
+from realtime import CLOCK, fast_options, final, until
 
 pytestmark = pytest.mark.postgres
 
-CLOCK = SystemClock()
 
 TIMEOUTS = ConnectOptions(
     connect_timeout=2,  # libpq's least
@@ -119,16 +116,8 @@ def lock_holder(pg_database: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 def options(**overrides: Any) -> EngineOptions:
-    base: dict[str, Any] = {
-        "node_name": "n1",
-        "concurrency": 4,
-        "lease_seconds": 15,  # outlives the faults below: the run is never reaped
-        "heartbeat_seconds": 1,
-        "max_idle_seconds": 0.2,
-        "reaper_interval_seconds": 0.5,
-        "shutdown_grace_seconds": 3,
-    }
-    return EngineOptions(**(base | overrides))
+    # a lease that outlives the faults below: the run is never reaped
+    return fast_options(**({"lease_seconds": 15} | overrides))
 
 
 @pytest.fixture
@@ -144,20 +133,6 @@ async def running_node(faulty: Faulty) -> AsyncIterator[Callable[[JobRegistry], 
     faulty.proxy.restore()
     for node in nodes:
         await node.stop()
-
-
-async def until(check: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = CLOCK.now() + timedelta(seconds=seconds)
-    while not check():
-        if CLOCK.now() > deadline:
-            pytest.fail(f"timed out after {seconds} s waiting for {what}")
-        await CLOCK.sleep(0.05)
-
-
-def final(store: SqlStore, run: RunRow) -> RunRow:
-    row = store.run_get(run.id)
-    assert row is not None
-    return row
 
 
 def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:

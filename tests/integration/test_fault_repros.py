@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy import text
 
 from conftest import _truncate_pg
-from duly.clock import SystemClock
 from duly.engine.client import EngineClient
 from duly.engine.context import JobContext
 from duly.engine.node import Node
@@ -27,24 +26,16 @@ from duly.engine.states import FINAL, RunStatus
 from duly.engine.store.base import ClaimParams, RunRow
 from duly.engine.store.dialect import lock_id
 from duly.engine.store.sql import SqlStore
+from realtime import CLOCK, fast_options, until
 
 pytestmark = pytest.mark.slow
 
-CLOCK = SystemClock()
 LEASE = 2.0
 
 
 def options(**overrides: Any) -> EngineOptions:
-    base: dict[str, Any] = {
-        "node_name": "n1",
-        "concurrency": 4,
-        "lease_seconds": LEASE,
-        "heartbeat_seconds": 0.5,
-        "max_idle_seconds": 0.2,
-        "reaper_interval_seconds": 0.5,
-        "shutdown_grace_seconds": 2,
-    }
-    return EngineOptions(**(base | overrides))
+    return fast_options(**({"lease_seconds": LEASE, "heartbeat_seconds": 0.5,
+                            "shutdown_grace_seconds": 2} | overrides))  # fmt: skip
 
 
 @pytest.fixture
@@ -60,14 +51,6 @@ async def node_on(store: SqlStore) -> AsyncIterator[Callable[[JobRegistry], Node
     yield start
     for node in nodes:
         await node.stop()
-
-
-async def until(check: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = CLOCK.now() + timedelta(seconds=seconds)
-    while not check():
-        if CLOCK.now() > deadline:
-            pytest.fail(f"timed out after {seconds} s waiting for {what}")
-        await CLOCK.sleep(0.05)
 
 
 def _take_lease_away(store: SqlStore, run: RunRow) -> None:

@@ -2,43 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 
 import pytest
-import structlog
 from typer.testing import CliRunner
 
 from duly.banking.customers import Customers, NewAccount, NewCustomer
 from duly.banking.ledger import LedgerBank
 from duly.cli import app
 from duly.clock import SystemClock
-from duly.db import upgrade
 from duly.engine.client import EngineClient
-from duly.engine.store.sql import SqlStore, create_db_engine
+from duly.engine.store.sql import SqlStore
 from duly.operations import NewRecurringPayment, RecurringPayments, operations_registry
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqlStore]:
-    structlog.reset_defaults()  # the CLI binds logging to the runner's (closed) stdout
-    url = f"sqlite:///{tmp_path / 'duly.db'}"
-    engine = create_db_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    monkeypatch.setenv("DULY_DATABASE_URL", url)
-    monkeypatch.chdir(tmp_path)
-    store = SqlStore(url)
+def env(cli_store: SqlStore) -> SqlStore:
+    store = cli_store
     clock = SystemClock()
     people = Customers(store.engine, clock)
     eve = people.add(NewCustomer("eve", timezone="UTC"))
     people.open_account(NewAccount("GB00EVE00000000001234", "GBP", eve.id))
     people.open_account(NewAccount("GB00SHOP0000000005678", "GBP", None))
     LedgerBank(store.engine, clock).fund("GB00EVE00000000001234", 50_000, "GBP", "fund")
-    yield store
-    store.dispose()
-    structlog.reset_defaults()
+    return store
 
 
 def test_ledger_check_passes_and_fails(env: SqlStore) -> None:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-import structlog
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -17,26 +14,15 @@ from duly.auth.service import TokenService
 from duly.auth.tokens import hash_token
 from duly.cli import app
 from duly.clock import SystemClock
-from duly.db import upgrade
-from duly.engine.store.sql import SqlStore, create_db_engine
+from duly.engine.store.sql import SqlStore
 
 RUN = CliRunner()
 TOKEN = re.compile(r"^duly_[a-z2-7]{8}_[a-z2-7]{52}$")
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqlStore]:
-    structlog.reset_defaults()  # the CLI binds logging to the runner's (closed) stdout
-    url = f"sqlite:///{tmp_path / 'duly.db'}"
-    engine = create_db_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    monkeypatch.setenv("DULY_DATABASE_URL", url)
-    monkeypatch.chdir(tmp_path)
-    store = SqlStore(url)
-    yield store
-    store.dispose()
-    structlog.reset_defaults()
+def env(cli_store: SqlStore) -> SqlStore:
+    return cli_store
 
 
 def cli(*args: str) -> tuple[int, str, str]:
