@@ -19,8 +19,10 @@
   cancelled and handed back to the queue without losing an attempt, each once its code
   has stopped (its lease kept until then).
 
-How an attempt's result becomes an outcome is in :mod:`~duly.engine.services.outcomes`, and
-the batched outcome writes in :mod:`~duly.engine.services.completions`. The rest stays in this
+Running an attempt's code under its timeout, with the abandoned threads, is in
+:mod:`~duly.engine.services.attempts`; how its result becomes an outcome in
+:mod:`~duly.engine.services.outcomes`; the batched outcome writes in
+:mod:`~duly.engine.services.completions`. The rest stays in this
 one module, though long: claiming, starting, finishing and draining share the in-flight table
 and the slot counters, which must change together.
 """
@@ -28,9 +30,7 @@ and the slot counters, which must change together.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +39,7 @@ from duly.clock import WaitTrackingClock
 from duly.engine.context import JobContext
 from duly.engine.errors import LeaseLost, UnknownJob
 from duly.engine.registry import JobDefinition
+from duly.engine.services.attempts import JobRunner
 from duly.engine.services.base import Env, Service, backoff_seconds
 from duly.engine.services.completions import CompletionWriter, log_written
 from duly.engine.services.outcomes import (
@@ -46,9 +47,6 @@ from duly.engine.services.outcomes import (
     complete_params,
     decide,
     outcome_from,
-    outcome_of,
-    run_batch,
-    run_sync,
 )
 from duly.engine.states import RunStatus
 from duly.engine.store.base import ClaimedRun, ClaimParams, CompleteParams, NewAlert, RunRow
@@ -77,17 +75,17 @@ class WorkerService(Service):
         self.in_flight: dict[int, _InFlight] = {}
         #: attempts stopped by a shutdown whose code still runs: leases kept, not handed back
         self.handing_back: dict[int, _InFlight] = {}
-        self._threads = self._new_thread_pool()
         self.completed = 0
         self.last_claimed = 0
         self._heartbeat_clock = WaitTrackingClock(env.clock)
         opts = env.options
         self._claim_threshold = max(1, min(opts.claim_batch, opts.concurrency) // 4)
         self._writer = CompletionWriter(env, self.log)
-        self._threads_closed = False
-        self._abandoned: Counter[str] = Counter()  # timed-out sync threads still running, by job
         self._no_claim_running = asyncio.Event()  # set while no claim query is in flight
         self._no_claim_running.set()
+        self._runner = JobRunner(env.clock, self.log, opts.concurrency,
+                                 on_thread_ended=self.wakeup.set,
+                                 claims_settled=self._no_claim_running.wait)  # fmt: skip
         self._db_failures = 0  # consecutive failed claim passes, for the backoff
         self._batch_jobs = {j.name: j for j in env.registry if j.batch is not None}
         self._batch_cap = opts.max_batch_size
@@ -122,11 +120,6 @@ class WorkerService(Service):
 
     # -- main loop ------------------------------------------------------------------
 
-    def _new_thread_pool(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(
-            max_workers=self.env.options.concurrency, thread_name_prefix="duly-job"
-        )
-
     async def run(self) -> None:
         """Claim and execute until stopped, then drain.
 
@@ -134,9 +127,7 @@ class WorkerService(Service):
         heartbeat keeps beating, outcomes are written once the database answers again. If it
         ends anyway (a bug), the node restarts it, and it starts over with a new thread pool.
         """
-        if self._threads_closed:
-            self._threads = self._new_thread_pool()
-            self._threads_closed = False
+        self._runner.open()
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="duly-heartbeat")
         completer = asyncio.create_task(self._writer.run(), name="duly-completer")
         try:
@@ -146,8 +137,7 @@ class WorkerService(Service):
             heartbeat.cancel()
             completer.cancel()
             await asyncio.gather(heartbeat, completer, return_exceptions=True)
-            self._threads.shutdown(wait=False, cancel_futures=True)
-            self._threads_closed = True
+            self._runner.close()
 
     async def _claim_loop(self) -> None:
         while not self.stopping.is_set():
@@ -222,24 +212,17 @@ class WorkerService(Service):
             lease_seconds=opts.lease_seconds,
             # A job's abandoned threads still run it: they count against its limit.
             job_limits={
-                j.name: j.max_concurrency - self._abandoned[j.name]
+                j.name: j.max_concurrency - self._runner.abandoned[j.name]
                 for j in self.env.registry
                 if j.max_concurrency is not None
             },
             # runs of batch jobs are claimed apart, as batches (see _batch_claim_params)
-            job_names=self._single_jobs - self._saturated_by_abandoned(),
-        )
-
-    def _saturated_by_abandoned(self) -> frozenset[str]:
-        return frozenset(
-            j.name
-            for j in self.env.registry
-            if j.max_concurrency is not None and self._abandoned[j.name] >= j.max_concurrency
+            job_names=self._single_jobs - self._runner.saturated(self.env.registry),
         )
 
     def _batch_claim_params(self, params: ClaimParams) -> ClaimParams:
         size = max(self._batch_size(j) for j in self._batch_jobs.values())
-        names = frozenset(self._batch_jobs) - self._saturated_by_abandoned()
+        names = frozenset(self._batch_jobs) - self._runner.saturated(self.env.registry)
         return replace(params, limit=size, job_names=names)
 
     def _batch_size(self, job: JobDefinition) -> int:
@@ -404,7 +387,7 @@ class WorkerService(Service):
                     RunStatus.FAILED, code="UNKNOWN_JOB", message=str(exc), retryable=False
                 )
             else:
-                outcome = await self._attempt(job, ctx)
+                outcome = await self._runner.attempt(job, ctx)
                 await ctx._progress_flushed()
             executing = False
             self._returned(1)
@@ -464,75 +447,10 @@ class WorkerService(Service):
             self.completed += len(flights)
             self.wakeup.set()
 
-    async def _attempt(self, job: JobDefinition, ctx: JobContext) -> Outcome:
-        deadline = self.env.clock.now() + job.timeout
-        thread: Future[Any] | None = None
-        if job.is_async:
-            work: asyncio.Future[Any] = asyncio.ensure_future(job.func(ctx))
-            ctx._code = work
-        else:
-            thread = self._threads.submit(run_sync, job, ctx)
-            work = asyncio.wrap_future(thread)
-            ctx._code = thread
-        timer = asyncio.ensure_future(self.env.clock.sleep_until(deadline))
-        try:
-            done, _ = await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            if job.is_async:
-                work.cancel()  # the attempt was stopped (shutdown): stop its code with it
-            raise
-        finally:
-            timer.cancel()
-        if work not in done:
-            ctx._cancel.set()
-            work.cancel()
-            if job.is_async:
-                await asyncio.gather(work, return_exceptions=True)
-            if thread is not None:
-                await self._abandon(job.name, thread)
-            return Outcome(
-                RunStatus.FAILED,
-                code="JOB_TIMEOUT",
-                abandoned=thread is not None,
-                message=f"attempt exceeded the job's timeout of {job.timeout}"
-                + ("; its thread was abandoned and is still running" if thread else ""),
-            )
-        return outcome_of(work, ctx)
-
-    async def _abandon(self, job_name: str, thread: Future[Any]) -> None:
-        """Count a timed-out sync attempt's thread until it really ends.
-
-        Python cannot stop a thread: it keeps its pool thread and, in effect, its slot and
-        its place under the job's concurrency limit. Counting it keeps the node from
-        claiming work that would only queue behind it, and from running a
-        ``max_concurrency=1`` job beside its own abandoned attempt.
-
-        Returns once no claim is in flight: a claim whose limits were computed before
-        this count, and whose query would run after the attempt's outcome is written (the
-        run no longer counted as running), could take one run too many.
-        """
-        loop = asyncio.get_running_loop()
-        self._abandoned[job_name] += 1
-        self.log.warning("run.thread_abandoned", job=job_name,
-                         abandoned_threads=sum(self._abandoned.values()))  # fmt: skip
-
-        def ended(_: Future[Any]) -> None:
-            loop.call_soon_threadsafe(self._abandoned_ended, job_name)
-
-        thread.add_done_callback(ended)
-        await self._no_claim_running.wait()
-
-    def _abandoned_ended(self, job_name: str) -> None:
-        self._abandoned[job_name] -= 1
-        if self._abandoned[job_name] <= 0:
-            del self._abandoned[job_name]
-        self.log.info("run.abandoned_thread_ended", job=job_name)
-        self.wakeup.set()
-
     @property
     def abandoned_threads(self) -> int:
         """Threads of timed-out sync attempts still running: they hold slots until they end."""
-        return sum(self._abandoned.values())
+        return self._runner.abandoned_threads
 
     async def _execute_batch(
         self,
@@ -547,7 +465,7 @@ class WorkerService(Service):
             started = self.env.clock.now()
             for run, _ in flights:
                 self._started(run, started)
-            outcomes = await self._attempt_batch(job, [ctx for _, ctx in flights], effects)
+            outcomes = await self._runner.attempt_batch(job, [ctx for _, ctx in flights], effects)
             executing = False
             self._returned(len(flights), batch=True)
             await self._finish_batch(job, flights, outcomes, effects, started)
@@ -563,43 +481,6 @@ class WorkerService(Service):
                 self._forget(run.id, ctx)
             self.completed += len(flights)
             self.wakeup.set()
-
-    async def _attempt_batch(
-        self, job: JobDefinition, ctxs: list[JobContext], effects: SqlEffects
-    ) -> list[Outcome]:
-        assert job.batch is not None
-        deadline = self.env.clock.now() + job.timeout
-        thread = self._threads.submit(run_batch, job, ctxs, effects)
-        work = asyncio.wrap_future(thread)
-        for ctx in ctxs:
-            ctx._code = thread
-        timer = asyncio.ensure_future(self.env.clock.sleep_until(deadline))
-        try:
-            done, _ = await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            timer.cancel()
-        if work not in done:
-            for ctx in ctxs:
-                ctx._cancel.set()
-            await self._abandon(job.name, thread)
-            timeout = Outcome(RunStatus.FAILED, code="JOB_TIMEOUT", abandoned=True,
-                              message=f"batch exceeded the job's timeout of {job.timeout}; its "
-                                      "thread was abandoned and is still running")  # fmt: skip
-            return [timeout] * len(ctxs)
-        if work.exception() is not None:
-            return [outcome_of(work, ctxs[0])] * len(ctxs)
-        results = list(work.result())
-        if len(results) != len(ctxs):
-            wrong = Outcome(RunStatus.FAILED, code="INTERNAL", retryable=False,
-                            message=f"batch job returned {len(results)} outcomes for "
-                                    f"{len(ctxs)} runs")  # fmt: skip
-            return [wrong] * len(ctxs)
-        return [
-            outcome_from(None, value, ctx)
-            if isinstance(value, BaseException)
-            else outcome_from(value, None, ctx)
-            for value, ctx in zip(results, ctxs, strict=True)
-        ]
 
     async def _finish_batch(
         self,
