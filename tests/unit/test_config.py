@@ -99,7 +99,7 @@ def test_defaults_match_the_design() -> None:
     assert engine.default_timeout_seconds == 3600
     assert (settings.api.host, settings.api.port, settings.api.metrics_port) == (
         "127.0.0.1",
-        8080,
+        8000,
         None,
     )
     assert settings.schedules == []

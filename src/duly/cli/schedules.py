@@ -44,6 +44,7 @@ def schedule_preview(
     from zoneinfo import ZoneInfo
 
     from duly.clock import SystemClock
+    from duly.engine.triggers import next_fires
     from duly.timing import SpecError, parse_trigger
 
     try:
@@ -52,11 +53,7 @@ def schedule_preview(
     except SpecError as exc:
         fail(str(exc))
     zone = ZoneInfo(tz)
-    lines = []
-    for fire in trigger.fires(start):
-        lines.append(fire.astimezone(zone).isoformat())
-        if len(lines) >= count:
-            break
+    lines = [fire.astimezone(zone).isoformat() for fire in next_fires(trigger, start, count)]
     sys.stdout.write("".join(f"{line}\n" for line in lines))
 
 

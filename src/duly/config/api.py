@@ -10,11 +10,22 @@ from duly.config.fields import NonEmptyStr
 
 
 class ApiSettings(BaseModel):
-    """The HTTP API and dashboard listener."""
+    """The HTTP API and dashboard listener, and the limits every request is held to."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     host: NonEmptyStr = "127.0.0.1"
-    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
     metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
-    """A separate port for ``/metrics``; ``None`` serves it on ``port``."""
+    """A separate port for ``/metrics`` (``duly worker`` has no other); ``None``: ``duly serve``
+    serves it on ``port`` beside the API."""
+    rate_limit_per_second: Annotated[float, Field(gt=0)] = 200.0
+    """Requests a second each token may make on average (a token bucket)."""
+    rate_limit_burst: Annotated[int, Field(ge=1)] = 400
+    """Requests a token may make at once before the average applies."""
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    """Largest request body; a larger one gets 413 unread."""
+    idempotency_hours: Annotated[float, Field(gt=0)] = 24.0
+    """How long an ``Idempotency-Key`` answers with its first response."""
+    max_wait_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    """The cap on ``wait`` when triggering a job and waiting for its result."""

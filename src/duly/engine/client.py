@@ -7,9 +7,18 @@ from datetime import datetime
 from typing import Any
 
 from duly.clock import Clock
+from duly.engine.errors import NotFound
 from duly.engine.registry import JobRegistry
 from duly.engine.states import FINAL
-from duly.engine.store.base import NewRun, NewSchedule, RunFilter, RunRow, ScheduleRow
+from duly.engine.store.base import (
+    AlertRow,
+    AttemptRow,
+    NewRun,
+    NewSchedule,
+    RunFilter,
+    RunRow,
+    ScheduleRow,
+)
 from duly.engine.store.sql import SqlStore
 from duly.engine.triggers import first_fire, trigger_for
 
@@ -73,15 +82,56 @@ class EngineClient:
         """Fire ``name`` again from now on (fires while paused are not caught up)."""
         sched = self.store.schedule_get(name)
         if sched is None:
-            from duly.engine.errors import NotFound
-
             raise NotFound(f"no schedule named {name!r}")
         now = self.clock.now()
         return self.store.schedule_set_paused(name, False, now, first_fire(sched, now))
 
+    def delete_schedule(self, name: str) -> None:
+        """Delete the schedule ``name``; its runs stay in the history.
+
+        :raises NotFound: if there is no such schedule.
+        """
+        if not self.store.schedule_delete(name):
+            raise NotFound(f"no schedule named {name!r}")
+
     def runs(self, flt: RunFilter) -> list[RunRow]:
         """Runs, newest first."""
         return self.store.run_list(flt)
+
+    def run(self, run_id: int) -> RunRow:
+        """The run ``run_id``.
+
+        :raises NotFound: if there is no such run.
+        """
+        run = self.store.run_get(run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id}")
+        return run
+
+    def attempts(self, run_id: int) -> list[AttemptRow]:
+        """The attempts of run ``run_id``, in order."""
+        return self.store.run_attempts(run_id)
+
+    def retry(self, run_id: int) -> RunRow:
+        """Queue a failed, cancelled or missed run again, with a fresh set of attempts.
+
+        :raises NotFound: no such run. :raises RunConflict: it is not in a final failed state.
+        """
+        return self.store.run_retry(run_id, self.clock.now())
+
+    def cancel(self, run_id: int) -> RunRow:
+        """Cancel a queued or retrying run; ask a running one to stop.
+
+        :raises NotFound: no such run. :raises RunConflict: it has finished.
+        """
+        return self.store.run_cancel(run_id, self.clock.now())
+
+    def set_alert_status(self, alert_id: int, status: str, actor: str) -> AlertRow:
+        """Acknowledge (``acked``) or resolve (``resolved``) an alert as ``actor``.
+
+        :raises NotFound: no such alert. :raises RunConflict: the move is not allowed.
+        """
+        return self.store.alert_set_status(alert_id, status, actor, self.clock.now())
 
     def is_final(self, run_id: int) -> bool:
         """Whether run ``run_id`` has finished."""

@@ -9,7 +9,7 @@ from typing import Any
 from duly.engine.store.base import NewSchedule, ScheduleRow
 from duly.timing import Trigger, parse_trigger
 
-__all__ = ["first_fire", "trigger_for"]
+__all__ = ["first_fire", "next_fires", "trigger_for"]
 
 
 @lru_cache(maxsize=4096)
@@ -37,3 +37,15 @@ def trigger_for(s: ScheduleRow | NewSchedule) -> Trigger:
 def first_fire(s: ScheduleRow | NewSchedule, after: datetime) -> datetime | None:
     """The schedule's first fire strictly after ``after``."""
     return trigger_for(s).next_fire(after)
+
+
+def next_fires(trigger: Trigger, after: datetime, count: int) -> list[datetime]:
+    """The first ``count`` fires of ``trigger`` strictly after ``after`` (fewer if it ends)."""
+    out: list[datetime] = []
+    if count <= 0:
+        return out
+    for fire in trigger.fires(after):
+        out.append(fire)
+        if len(out) >= count:
+            break
+    return out

@@ -56,9 +56,13 @@ class AlertQueries(SqlBase):
             ).one()
         return alert_row(row), True
 
-    def alert_list(self, status: str | None = None, limit: int = 100) -> list[AlertRow]:
-        """Alerts, newest first, optionally of one status."""
+    def alert_list(
+        self, status: str | None = None, limit: int = 100, before_id: int | None = None
+    ) -> list[AlertRow]:
+        """Alerts, newest first, optionally of one status; ``before_id`` pages on."""
         conds = [alerts.c.status == status] if status else []
+        if before_id is not None:
+            conds.append(alerts.c.id < before_id)
         with self._read() as conn:
             rows = conn.execute(
                 select(alerts).where(*conds).order_by(alerts.c.id.desc()).limit(limit)

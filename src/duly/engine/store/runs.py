@@ -89,6 +89,13 @@ class RunQueries(SqlBase):
             ).scalar()
         return aware(value)
 
+    def run_oldest_due(self, now: datetime) -> datetime | None:
+        """When the longest-waiting run that is due and not yet claimed became due, if any."""
+        due = runs.c.status.in_(CLAIMABLE_VALUES) & (runs.c.not_before <= now)
+        with self._read() as conn:
+            value = conn.execute(select(func.min(runs.c.not_before)).where(due)).scalar()
+        return aware(value)
+
     def run_get(self, run_id: int) -> RunRow | None:
         """The run ``run_id``, if any."""
         with self._read() as conn:
@@ -104,6 +111,8 @@ class RunQueries(SqlBase):
             conds.append(runs.c.status == flt.status.value)
         if flt.since:
             conds.append(runs.c.scheduled_for >= flt.since)
+        if flt.until:
+            conds.append(runs.c.scheduled_for < flt.until)
         if flt.schedule_id is not None:
             conds.append(runs.c.schedule_id == flt.schedule_id)
         if flt.before_id is not None:

@@ -1,0 +1,1 @@
+"""One router per resource; :mod:`duly.api.app` mounts them under ``/api/v1``."""
