@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -211,9 +212,15 @@ def build_system(
 
 
 async def run_node(
-    system: System, roles: tuple[str, ...], stop: asyncio.Event | None = None
+    system: System,
+    roles: tuple[str, ...],
+    stop: asyncio.Event | None = None,
+    on_node: Callable[[Node], None] | None = None,
 ) -> None:
-    """Run a node until SIGTERM/SIGINT (or ``stop``), then shut down gracefully."""
+    """Run a node until SIGTERM/SIGINT (or ``stop``), then shut down gracefully.
+
+    ``on_node`` is handed the node before it starts (the HTTP API's readiness reads its loops).
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -221,6 +228,8 @@ async def run_node(
             loop.add_signal_handler(sig, stop.set)
     options = with_run_metrics(system.options)
     node = Node(system.store, system.registry, system.clock, options, roles=roles)
+    if on_node is not None:
+        on_node(node)
 
     notify = await start_notifications(
         system.settings.notify, system.store, system.clock, system.options, roles

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Annotated
+import socket
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -35,21 +37,98 @@ def _import_job_modules(modules: list[str]) -> None:
             fail(f"cannot import job module {module!r}: {type(exc).__name__}: {exc}")
 
 
-def _serve(roles: tuple[str, ...], demo: bool, modules: list[str] | None = None) -> None:
+def _serve(
+    roles: tuple[str, ...],
+    demo: bool,
+    modules: list[str] | None = None,
+    listen: tuple[str, int] | None = None,
+) -> None:
+    """Run a node; with ``listen`` (host, port), the HTTP API beside it in the same process."""
     from duly.runtime import run_node
 
     _import_job_modules(modules or [])
     with open_system(auto_upgrade=True) as system:
+        sock = _bind(*listen) if listen else None
         names = system.sync_schedules()
         if demo:
             names += _demo_schedules(system)  # the sweep again (every minute): named once
+        where = f"; API on {_url(sock)} (OpenAPI at {_url(sock)}/docs)" if sock else ""
         typer.echo(
             f"duly {__version__}: node {system.options.node_name} on "
-            f"{system.store.dialect}; roles {', '.join(roles)}; schedules: "
+            f"{system.store.dialect}; roles {', '.join(roles)}{where}; schedules: "
             f"{', '.join(dict.fromkeys(names))}. Ctrl-C to stop.",
             err=True,
         )
-        asyncio.run(run_node(system, roles))
+        if sock is None:
+            asyncio.run(run_node(system, roles))
+        else:
+            asyncio.run(_run_with_api(system, roles, sock))
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Listen on ``host:port`` before anything starts, so a taken port is a clear error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+async def _run_with_api(system: System, roles: tuple[str, ...], sock: socket.socket) -> None:
+    """The node and uvicorn on one event loop; SIGTERM/SIGINT stop both, the API first."""
+    import uvicorn
+
+    from duly.api.app import create_app
+    from duly.engine.node import Node
+    from duly.runtime import run_node
+
+    nodes: list[Node] = []
+    app = create_app(system.settings, system.store, system.registry, system.clock,
+                     health_probe=lambda: nodes[0].loops_alive() if nodes else {})  # fmt: skip
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
+                            log_level="warning", server_header=False)  # fmt: skip
+    server = _api_server(config)
+    stop = asyncio.Event()
+
+    async def stop_api_on_signal() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    watcher = asyncio.create_task(stop_api_on_signal())
+    node = asyncio.create_task(run_node(system, roles, stop, on_node=nodes.append))
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        stop.set()
+        await node
+        watcher.cancel()
+        sock.close()
+
+
+def _api_server(config: Any) -> Any:
+    """uvicorn's server, leaving SIGTERM/SIGINT to the node (which then stops the API)."""
+    import contextlib
+
+    import uvicorn
+
+    class ApiServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return ApiServer(config)
 
 
 def _demo_schedules(system: System) -> list[str]:
@@ -84,9 +163,20 @@ def serve(
         bool, typer.Option("--demo", help="Add demo schedules to try duly out.")
     ] = False,
     modules: ImportOption = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Listen address (default: api.host, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", min=0, max=65535, help="Listen port (default: api.port, 8000; 0: any)."),
+    ] = None,
 ) -> None:
-    """Run one node: scheduler and worker (HTTP API and dashboard come later)."""
-    _serve(("scheduler", "worker"), demo, modules)
+    """Run one node: the HTTP API (/api/v1, /health, /metrics), the scheduler and the worker."""
+    from duly.cli.common import load_settings
+
+    api = load_settings().api
+    _serve(("scheduler", "worker"), demo, modules,
+           listen=(host or api.host, api.port if port is None else port))  # fmt: skip
 
 
 def worker(

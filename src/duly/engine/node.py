@@ -134,6 +134,12 @@ class Node:
                 retry_at = self.env.clock.now() + timedelta(seconds=delay)
                 await self.env.clock.sleep_until(retry_at, wake=service.stopping)
 
+    def loops_alive(self) -> dict[str, bool]:
+        """Each background loop of this node, and whether it is still running."""
+        if not self._started:
+            return {s.name: False for s in self.services}
+        return {s.name: not t.done() for s, t in zip(self.services, self._tasks, strict=True)}
+
     async def stop(self) -> None:
         """Stop claiming, let in-flight runs finish (or hand them back), record the stop."""
         if not self._started:
