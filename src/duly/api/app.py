@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from duly.api.context import ApiContext
 from duly.api.errors import install_error_handlers
 from duly.api.idempotency import IdempotencyKeys
-from duly.api.middleware import API_PREFIX, RequestGate
+from duly.api.middleware import RequestGate
 from duly.api.ratelimit import RateLimiter
 from duly.api.routers import (
     accounts,
@@ -101,7 +101,7 @@ def create_app(
     app.state.duly = ctx
     install_error_handlers(app)
     for router in RESOURCE_ROUTERS:
-        app.include_router(router, prefix=API_PREFIX)
+        app.include_router(router)
     app.include_router(health.router)
     app.add_middleware(
         RequestGate,

@@ -23,11 +23,12 @@ from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException
 
 from duly.api.errors import error_body
+from duly.api.paths import API_PREFIX
 from duly.api.ratelimit import RateLimiter
 from duly.auth.service import Principal, TokenService
 from duly.clock import Clock
 
-__all__ = ["API_PREFIX", "HTTP_LATENCY", "HTTP_REQUESTS", "RequestGate"]
+__all__ = ["HTTP_LATENCY", "HTTP_REQUESTS", "RequestGate"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -35,7 +36,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-API_PREFIX = "/api/v1"
+
 
 HTTP_REQUESTS = Counter(
     "duly_http_requests_total", "HTTP requests answered", ["method", "route", "status"]

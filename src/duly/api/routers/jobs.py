@@ -12,13 +12,14 @@ from pydantic import Field
 from duly.api.context import Ctx
 from duly.api.idempotency import Created, respond_once
 from duly.api.pagination import Page
+from duly.api.paths import API_PREFIX
 from duly.api.routers.runs import Run, final_or_none, run_out
 from duly.api.schemas import Request as Body
 from duly.api.schemas import Response
 from duly.api.security import OPS, READ_ALL, roles
 from duly.engine.states import FINAL
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix=f"{API_PREFIX}/jobs", tags=["jobs"])
 
 
 class Job(Response):

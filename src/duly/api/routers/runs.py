@@ -10,12 +10,13 @@ from fastapi import APIRouter, Query
 
 from duly.api.context import Ctx
 from duly.api.pagination import Cursor, Limit, Page, decode_cursor, page_of
+from duly.api.paths import API_PREFIX
 from duly.api.schemas import Instant, Response
 from duly.api.security import OPS, READ_ALL, roles
 from duly.engine.states import FINAL, RunStatus
 from duly.engine.store.base import AttemptRow, RunFilter, RunRow
 
-router = APIRouter(prefix="/runs", tags=["runs"])
+router = APIRouter(prefix=f"{API_PREFIX}/runs", tags=["runs"])
 
 
 class Run(Response):

@@ -21,6 +21,7 @@ from duly.api.context import Ctx
 from duly.api.errors import ApiError
 from duly.api.idempotency import Created, respond_once
 from duly.api.pagination import Cursor, Limit, Page, decode_cursor, page_of
+from duly.api.paths import API_PREFIX
 from duly.api.schemas import Instant, Response
 from duly.api.schemas import Request as Body
 from duly.api.security import OPS, READ_ALL, roles
@@ -29,7 +30,7 @@ from duly.engine.store.base import NewSchedule, ScheduleRow
 from duly.engine.triggers import next_fires, trigger_for
 from duly.timing import SpecError, parse_trigger
 
-router = APIRouter(prefix="/schedules", tags=["schedules"])
+router = APIRouter(prefix=f"{API_PREFIX}/schedules", tags=["schedules"])
 
 Misfire = Literal["run_once", "run_all", "skip"]
 Overlap = Literal["skip", "queue", "allow", "cancel_previous"]

@@ -10,6 +10,7 @@ from pydantic import Field
 from duly.api.context import Ctx
 from duly.api.errors import ApiError
 from duly.api.pagination import Cursor, Limit, Page, decode_cursor, page_of
+from duly.api.paths import API_PREFIX
 from duly.api.schemas import Request as Body
 from duly.api.schemas import Response
 from duly.api.security import principal_of, roles
@@ -17,7 +18,7 @@ from duly.auth.durations import parse_duration
 from duly.auth.roles import Role
 from duly.auth.service import TokenRow
 
-router = APIRouter(prefix="/tokens", tags=["tokens"])
+router = APIRouter(prefix=f"{API_PREFIX}/tokens", tags=["tokens"])
 
 
 class TokenIn(Body):
