@@ -35,9 +35,7 @@ def runs_list(
         fail(f"--status {status!r}: expected one of {', '.join(s.value for s in RunStatus)}")
     since_at = parse_instant(since, "--since") if since else None
     with open_system() as system:
-        rows = system.store.run_list(
-            RunFilter(job_name=job, status=st, since=since_at, limit=limit)
-        )
+        rows = system.client.runs(RunFilter(job_name=job, status=st, since=since_at, limit=limit))
     table = Table("id", "job", "scheduled for", "status", "attempt", "origin", "error")
     for r in rows:
         table.add_row(
@@ -94,7 +92,7 @@ def runs_retry(run_id: Annotated[int, typer.Argument(help="Run id.")]) -> None:
 
     with open_system() as system:
         try:
-            run = system.store.run_retry(run_id, system.clock.now())
+            run = system.client.retry(run_id)
         except (NotFound, RunConflict) as exc:
             fail(str(exc))
     typer.echo(f"run {run.id} queued again")
@@ -107,7 +105,7 @@ def runs_cancel(run_id: Annotated[int, typer.Argument(help="Run id.")]) -> None:
 
     with open_system() as system:
         try:
-            run = system.store.run_cancel(run_id, system.clock.now())
+            run = system.client.cancel(run_id)
         except (NotFound, RunConflict) as exc:
             fail(str(exc))
     typer.echo(
