@@ -1,4 +1,7 @@
-"""``/tokens``: create (the token shown once), list and revoke API tokens. Admins only."""
+"""``/tokens``: create (the token shown once), list and revoke API tokens.
+
+Admins manage tokens; auditors may read who holds which (never a secret).
+"""
 
 from __future__ import annotations
 
@@ -60,7 +63,7 @@ def _actor(request: Request) -> str:
     return f"token:{who.token_id}:{who.name}"
 
 
-@router.get("", summary="Every token, revoked ones included", **roles(Role.ADMIN))
+@router.get("", summary="Every token, revoked ones included", **roles(Role.ADMIN, Role.AUDITOR))
 def list_tokens(ctx: Ctx, limit: Limit = 50, cursor: Cursor = None) -> Page[Token]:
     after = decode_cursor(cursor, int)
     rows = ctx.tokens.list()
@@ -79,7 +82,7 @@ def create_token(ctx: Ctx, request: Request, body: TokenIn) -> IssuedToken:
     return IssuedToken(**token_out(created.row).model_dump(), token=created.text)
 
 
-@router.get("/{token_id}", summary="One token", **roles(Role.ADMIN))
+@router.get("/{token_id}", summary="One token", **roles(Role.ADMIN, Role.AUDITOR))
 def get_token(ctx: Ctx, token_id: str) -> Token:
     row = ctx.tokens.get(token_id)
     if row is None:
