@@ -116,3 +116,21 @@ async def test_malformed_json_is_422_and_unknown_fields_are_refused(http: httpx.
     assert broken.status_code == 422
     assert extra.status_code == 422
     assert error_of(extra)["details"][0]["field"] == "body.colour"
+
+
+async def test_every_log_line_of_a_request_carries_its_request_id(
+    http: httpx.AsyncClient, auth, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from duly.logs import configure_logging
+
+    configure_logging("info", "json")
+    capsys.readouterr()
+    await http.post("/api/v1/tokens", json={"name": "logged", "role": "auditor"},
+                    headers={**auth(Role.ADMIN), "X-Request-ID": "req-42"})  # fmt: skip
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    created = [ln for ln in lines if ln.get("event") == "token created" and ln.get("name") == "logged"]
+    assert created, lines
+    assert all(line.get("request_id") == "req-42" for line in created), created
+    assert all("duly_" not in json.dumps(line) for line in lines)  # no token text in the log
