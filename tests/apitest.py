@@ -1,4 +1,4 @@
-"""Helpers for the API tests (fixtures are in ``tests/api/conftest.py``)."""
+"""Helpers for the API tests (the fixtures ``http``, ``auth`` and ``app`` are in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 

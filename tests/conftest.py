@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -28,17 +28,24 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import structlog
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from duly.clock import ManualClock, SystemClock
+from duly.api.app import create_app
+from duly.auth.roles import Role
+from duly.auth.service import TokenService
+from duly.clock import Clock, ManualClock, SystemClock
+from duly.config import Settings
 from duly.db import upgrade
 from duly.engine.store.sql import SqlStore, create_db_engine
+from duly.runtime import job_registry
 
 PG_URL = os.environ.get("DULY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("DULY_REQUIRE_PG") == "1"
@@ -373,3 +380,57 @@ def cli_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqlSt
     yield store
     store.dispose()
     structlog.reset_defaults()
+
+
+# -- the HTTP API over httpx against the real app, on each store ---------------------------
+# ``http`` is an ``httpx.AsyncClient`` on the ASGI app; ``auth(role)`` issues a token of that
+# role and returns its ``Authorization`` header. The app's clock is the real one unless a
+# test overrides ``api_clock``. (Kept here, not in ``tests/api/conftest.py``: a second
+# ``conftest`` module would shadow this one for ``from conftest import ...``.)
+
+ApiAuth = Callable[..., dict[str, str]]
+
+
+
+@pytest.fixture
+def api_clock() -> Clock:
+    """The app's clock: the real one (override for manual time)."""
+    return SystemClock()
+
+
+@pytest.fixture
+def api_settings(db_url: str) -> Settings:
+    """Settings of the app under test (override to change limits)."""
+    return Settings(database_url=db_url)
+
+
+@pytest.fixture
+def app(api_settings: Settings, store: SqlStore, api_clock: Clock) -> FastAPI:
+    """The API over the test store."""
+    return create_app(api_settings, store, job_registry(api_settings), api_clock)
+
+
+@pytest.fixture
+async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the app (no socket)."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://duly.test") as client:
+        yield client
+
+
+@pytest.fixture
+def auth(store: SqlStore, api_clock: Clock) -> ApiAuth:
+    """``auth(role, name=None)``: a new token of ``role`` as an ``Authorization`` header."""
+    tokens = TokenService(store.engine, api_clock)
+    issued: dict[Any, dict[str, str]] = {}
+
+    def header(role: Role | str, name: str | None = None) -> dict[str, str]:
+        role = Role(role)
+        key = (role, name)
+        if key not in issued:
+            created = tokens.create(name or f"test-{role.value}-{len(issued)}", role,
+                                    created_by="tests")  # fmt: skip
+            issued[key] = {"Authorization": f"Bearer {created.text}"}
+        return issued[key]
+
+    return header

@@ -76,7 +76,7 @@ def test_serve_demo_twice_on_the_embedded_store(tmp_path: Path) -> None:
     env["DULY_LOGGING__LEVEL"] = "warning"
     lines = []
     for _ in range(2):
-        proc = subprocess.Popen([sys.executable, "-m", "duly", "serve", "--demo"], cwd=tmp_path,
+        proc = subprocess.Popen([sys.executable, "-m", "duly", "serve", "--demo", "--port", "0"], cwd=tmp_path,
                                 env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)  # fmt: skip
         assert proc.stderr is not None
         while True:
