@@ -239,6 +239,22 @@ class Customers:
             ).all()
         return [_account(r) for r in rows]
 
+    def find_accounts(
+        self, *, customer_id: int | None = None, after_id: str = "", limit: int = 100
+    ) -> list[AccountRow]:
+        """Customers' accounts by id, ``limit`` at a time after ``after_id`` (keyset pagination).
+
+        The bank's own accounts (no customer: funding, settlement) are left out.
+        """
+        conds = [accounts.c.customer_id.is_not(None), accounts.c.id > after_id]
+        if customer_id is not None:
+            conds.append(accounts.c.customer_id == customer_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(accounts).where(*conds).order_by(accounts.c.id).limit(limit)
+            ).all()
+        return [_account(r) for r in rows]
+
     # -- helpers --------------------------------------------------------------------
 
     def _select(self) -> Any:

@@ -125,6 +125,9 @@ def test_rrule_payments() -> None:
         {"frequency": "rrule", "rrule": "FREQ=HOURLY"},
         {"frequency": "rrule", "rrule": "FREQ=DAILY;BYHOUR=9"},
         {"frequency": "rrule", "rrule": "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30"},
+        {"frequency": "rrule", "rrule": "FREQ=DAILY;INTERVAL=0"},
+        {"frequency": "rrule", "rrule": "FREQ=DAILY;INTERVAL=-1"},
+        {"frequency": "rrule", "rrule": "FREQ=DAILY;INTERVAL=x"},
         {"frequency": "rrule"},
         {"frequency": "monthly", "count": 0},
     ],
@@ -143,6 +146,21 @@ def test_count_and_end_limit_the_occurrences() -> None:
         date(2024, 3, 31),
     ]
     assert until.date_of(3) is None
+
+
+def test_the_recurrence_ends_with_the_calendar() -> None:
+    yearly = Recurrence("yearly", date(2026, 1, 1), interval=1000)
+    assert [d for _, d in yearly.dates()] == [
+        date(2026, 1, 1), date(3026, 1, 1), date(4026, 1, 1), date(5026, 1, 1),
+        date(6026, 1, 1), date(7026, 1, 1), date(8026, 1, 1), date(9026, 1, 1),
+    ]  # fmt: skip
+    assert yearly.date_of(8) is None
+    weekly = Recurrence("weekly", date(9999, 12, 20))
+    assert [d for _, d in weekly.dates()] == [date(9999, 12, 20), date(9999, 12, 27)]
+    # 23:59 twelve hours behind UTC on 31 Dec 9999 is in year 10000: the plan ends before it
+    plan = PaymentPlan(Recurrence("weekly", date(9999, 12, 24)), "23:59", "Etc/GMT+12")
+    assert [o.unadjusted_date for o in plan.occurrences()] == [date(9999, 12, 24)]
+    assert plan.occurrence(1) is None
 
 
 def test_local_times_follow_the_dst_rules() -> None:

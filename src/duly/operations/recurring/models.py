@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from enum import Enum
+from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
@@ -40,9 +41,12 @@ from duly.operations.recurring.planning import PaymentPlan
 from duly.operations.recurring.recurrence import Recurrence
 
 __all__ = [
+    "KEEP",
     "RECURRING_JOB",
+    "Keep",
     "NewRecurringPayment",
     "OccurrenceRow",
+    "PaymentChange",
     "PaymentRow",
     "recurring_occurrences",
     "recurring_payments",
@@ -161,6 +165,30 @@ class NewRecurringPayment:
     bank: str = "ledger"
     policy: FailurePolicy = field(default_factory=FailurePolicy)
     on_final_failure: str = "skip"
+
+
+class Keep(Enum):
+    """The value of a :class:`PaymentChange` field that is not to change."""
+
+    KEEP = "keep"
+
+
+KEEP: Final = Keep.KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentChange:
+    """The terms of a recurring payment to change; a field left :data:`KEEP` stays.
+
+    ``None`` clears ``memo``, ``end_date`` or ``count`` (no memo, no end). ``amount`` is a
+    decimal string in the payment's currency; ``time_of_day`` is ``HH:MM``.
+    """
+
+    amount: str | Keep = KEEP
+    memo: str | Keep | None = KEEP
+    end_date: date | Keep | None = KEEP
+    count: int | Keep | None = KEEP
+    time_of_day: str | Keep = KEEP
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,10 @@ class PaymentPlan:
     def occurrences(self, first: int = 0) -> Iterator[PlannedOccurrence]:
         """Occurrences from ``first`` on, in order."""
         for seq, day in self.recurrence.dates(first):
-            yield self._plan(seq, day)
+            planned = self._plan(seq, day)
+            if planned is None:
+                return
+            yield planned
 
     def preview(self, after: datetime, count: int) -> list[PlannedOccurrence]:
         """The next ``count`` occurrences executing at or after ``after``."""
@@ -63,8 +66,11 @@ class PaymentPlan:
                     break
         return out
 
-    def _plan(self, seq: int, day: date) -> PlannedOccurrence:
+    def _plan(self, seq: int, day: date) -> PlannedOccurrence | None:
+        """The occurrence on ``day``; ``None`` if its instant falls past year 9999 (the end)."""
         moved = execution_date(day, self.convention, self.calendar)
-        return PlannedOccurrence(
-            seq, day, moved, execution_instant(moved, self.time_of_day, self.timezone)
-        )
+        try:
+            instant = execution_instant(moved, self.time_of_day, self.timezone)
+        except OverflowError:
+            return None
+        return PlannedOccurrence(seq, day, moved, instant)

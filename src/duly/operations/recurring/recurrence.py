@@ -11,7 +11,8 @@
   ``BYMONTHDAY=-1`` or ``BYMONTHDAY=28,29,30,31;BYSETPOS=-1`` to pay at month end.
 
 ``count`` limits the number of occurrences and ``end`` the last unadjusted date. The
-first occurrence is the first date on or after ``start``.
+first occurrence is the first date on or after ``start``. A date past 9999-12-31 is the
+end of the recurrence, not an error.
 """
 
 from __future__ import annotations
@@ -77,13 +78,18 @@ class Recurrence:
         if k < 0 or (self.count is not None and k >= self.count):
             return None
         found: date | None
-        if self.frequency == "rrule":
-            found = next(itertools.islice(self._rule_dates(), k, k + 1), None)
-        elif self.frequency == "weekly":
-            found = self._first_weekly() + timedelta(weeks=self.interval * k)
-        else:
-            step = _MONTHS[self.frequency] * self.interval
-            found = nth_occurrence_date(self.start, k + self._month_offset, step, self.day_of_month)
+        try:
+            if self.frequency == "rrule":
+                found = next(itertools.islice(self._rule_dates(), k, k + 1), None)
+            elif self.frequency == "weekly":
+                found = self._first_weekly() + timedelta(weeks=self.interval * k)
+            else:
+                step = _MONTHS[self.frequency] * self.interval
+                found = nth_occurrence_date(
+                    self.start, k + self._month_offset, step, self.day_of_month
+                )
+        except (OverflowError, ValueError):  # past year 9999: the calendar, and so the plan, ends
+            return None
         if found is None or (self.end is not None and found > self.end):
             return None
         return found
@@ -130,6 +136,10 @@ class Recurrence:
             raise ValueError(
                 f"rule {self.rrule!r}: FREQ must be one of {', '.join(sorted(_RRULE_FREQS))}"
             )
+        interval = parts.get("INTERVAL", "1")
+        # dateutil takes 0 (the same date for ever) and negatives (an error mid-iteration)
+        if not interval.isdigit() or not 1 <= int(interval) <= 1000:
+            raise ValueError(f"rule {self.rrule!r}: INTERVAL must be 1–1000")
         timed = _TIME_PARTS & parts.keys()
         if timed:
             raise ValueError(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,8 +44,10 @@ from duly.operations.localtime import execution_date, parse_time_of_day, zone
 from duly.operations.outbox import emit
 from duly.operations.recurring.execution import OCCURRENCES, load_target, set_payment_status
 from duly.operations.recurring.models import (
+    Keep,
     NewRecurringPayment,
     OccurrenceRow,
+    PaymentChange,
     PaymentRow,
     occurrence_row,
     payment_row,
@@ -91,10 +94,15 @@ class RecurringPayments:
         self.banks = banks
         self.horizon = horizon
 
-    def create(self, new: NewRecurringPayment) -> tuple[PaymentRow, bool]:
+    def create(
+        self, new: NewRecurringPayment, *, catch_up: bool = True
+    ) -> tuple[PaymentRow, bool]:
         """Set up ``new``; returns the payment and whether this call created it.
 
-        :raises InvalidRequest: a field is wrong.
+        :param catch_up: a payment whose first occurrences have passed pays them at once;
+            ``False`` refuses it instead (the API: nothing is paid by surprise on creation).
+        :raises InvalidRequest: a field is wrong, or (without ``catch_up``) the first
+            occurrence has passed.
         :raises IdempotencyConflict: ``request_key`` was used with a different body.
         """
         body = self._normalise(new)
@@ -107,6 +115,11 @@ class RecurringPayments:
         first = plan.occurrence(0)
         if first is None:
             raise InvalidRequest("the payment has no occurrence (check start, end and count)")
+        if not catch_up and first.execute_at < now:
+            raise InvalidRequest(
+                f"the first occurrence ({first.unadjusted_date.isoformat()}, at "
+                f"{first.execute_at.isoformat()}) has passed; choose a later start date or time"
+            )
         insert = pg_insert if self.store.is_postgres else sqlite_insert
         with self.engine.begin() as conn:
             customer_id = self._owner(conn, new, body)
@@ -173,12 +186,18 @@ class RecurringPayments:
             rows = conn.execute(select(_P).where(*conds).order_by(_P.c.id).limit(limit)).all()
         return [payment_row(r) for r in rows]
 
-    def occurrences(self, payment_id: int) -> list[OccurrenceRow]:
-        """The payment's occurrences so far, in order."""
+    def occurrences(
+        self, payment_id: int, *, after_seq: int = -1, limit: int | None = None
+    ) -> list[OccurrenceRow]:
+        """The payment's occurrences so far, in order; ``limit`` at a time after ``after_seq``."""
+        stmt = (
+            select(_O)
+            .where(_O.c.payment_id == payment_id, _O.c.seq > after_seq)
+            .order_by(_O.c.seq)
+            .limit(limit)
+        )
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(_O).where(_O.c.payment_id == payment_id).order_by(_O.c.seq)
-            ).all()
+            rows = conn.execute(stmt).all()
         return [occurrence_row(r) for r in rows]
 
     def preview(self, payment_id: int, count: int = 10) -> list[PlannedOccurrence]:
@@ -212,6 +231,53 @@ class RecurringPayments:
                 raise StateConflict(f"recurring payment {payment_id} is {row.status}, not paused")
             self._materialize_on(conn, payment_row(row), until=now, now=now)  # skip what fell due
             set_payment_status(conn, payment_id, int(row.version), "active", now, None)
+        self.materialize(payment_id)
+        out = self.get(payment_id)
+        assert out is not None
+        return out
+
+    def update(self, payment_id: int, change: PaymentChange) -> PaymentRow:
+        """Change the amount, memo, end (date or count) or time of day of a payment.
+
+        The new terms apply to every occurrence not made yet: the plan is worked out again
+        from the payment's next occurrence and materialised, as :meth:`resume` does. So that
+        no occurrence is paid on terms other than those it started with, the change is
+        refused while one is scheduled, executing or retrying (an occurrence gets its row
+        when it is within the materialising horizon, an hour or two ahead). A change of
+        nothing changes nothing (no new version).
+
+        :raises NotFound: no such payment.
+        :raises StateConflict: it is cancelled or completed, or an occurrence is under way.
+        :raises InvalidRequest: a new term is wrong, the end comes before occurrences
+            already made, or the next occurrence would move to a time that has passed.
+        """
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            current = payment_row(self._lock(conn, payment_id))
+            if current.status not in ("active", "paused"):
+                raise StateConflict(
+                    f"recurring payment {payment_id} is {current.status}; it can no longer change"
+                )
+            values = _changed_terms(current, change)
+            if not values:
+                return current
+            _check_idle(conn, payment_id)
+            next_at = _next_after_change(current, replace(current, **values), now)
+            version = current.version + 1
+            conn.execute(
+                update(_P)
+                .where(_P.c.id == payment_id)
+                .values(**values, next_execute_at=next_at, version=version, updated_at=now)
+            )
+            emit(
+                conn,
+                event_type="recurring_payment.updated",  # the relay re-plans its reminders
+                aggregate="recurring_payment",
+                aggregate_id=payment_id,
+                dedupe_key=f"recurring_payment:{payment_id}:v{version}",
+                payload={"status": current.status, "version": version, "changed": sorted(values)},
+                now=now,
+            )
         self.materialize(payment_id)
         out = self.get(payment_id)
         assert out is not None
@@ -493,12 +559,91 @@ class RecurringPayments:
             row = rows.get(account_id)
             if row is None:
                 raise InvalidRequest(f"no account ending {account_id[-4:]}")
+            if row.status != "open":  # as for a transfer: it could only ever fail
+                raise InvalidRequest(f"account ending {account_id[-4:]} is closed")
             if row.currency != body["currency"]:
                 raise InvalidRequest(f"account ending {account_id[-4:]} holds {row.currency}")
         owner = rows[new.from_account].customer_id
         if new.customer_id is not None and owner is not None and owner != new.customer_id:
             raise InvalidRequest("the debit account does not belong to this customer")
         return new.customer_id if new.customer_id is not None else owner
+
+
+def _changed_terms(current: PaymentRow, change: PaymentChange) -> dict[str, Any]:
+    """The columns ``change`` sets to new values, validated."""
+    values: dict[str, Any] = {}
+    if not isinstance(change.amount, Keep):
+        values["amount_minor"] = _amount_minor(change.amount, current.currency)
+    if not isinstance(change.memo, Keep):
+        if change.memo is not None and len(change.memo) > 140:
+            raise InvalidRequest("the memo is at most 140 characters")
+        values["memo"] = change.memo
+    if not isinstance(change.end_date, Keep):
+        values["end_date"] = change.end_date
+    if not isinstance(change.count, Keep):
+        values["count"] = change.count
+    if not isinstance(change.time_of_day, Keep):
+        try:
+            values["time_of_day"] = parse_time_of_day(change.time_of_day).strftime("%H:%M")
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+    return {k: v for k, v in values.items() if getattr(current, k) != v}
+
+
+def _amount_minor(amount: str, currency: str) -> int:
+    try:
+        minor = to_minor(amount, currency)
+    except MoneyError as exc:
+        raise InvalidRequest(str(exc)) from None
+    if minor <= 0:
+        raise InvalidRequest("the amount must be greater than zero")
+    return minor
+
+
+def _check_idle(conn: Connection, payment_id: int) -> None:
+    """Refuse a change while an occurrence is under way: it would be paid on mixed terms."""
+    busy = conn.execute(
+        select(_O.c.unadjusted_date, _O.c.status)
+        .where(_O.c.payment_id == payment_id, _O.c.status.in_(ACTIVE))
+        .order_by(_O.c.seq)
+        .limit(1)
+    ).first()
+    if busy is not None:
+        raise StateConflict(
+            f"the occurrence of {busy.unadjusted_date.isoformat()} is {busy.status}; "
+            "change the payment once it has run"
+        )
+
+
+def _next_after_change(current: PaymentRow, changed: PaymentRow, now: datetime) -> datetime | None:
+    """When the next occurrence not made yet executes under the changed terms.
+
+    :raises InvalidRequest: the terms are wrong, end before an occurrence already made,
+        leave no occurrence at all, or move an active payment's next one into the past
+        (it would be paid at once, at a time nobody asked for).
+    """
+    try:
+        plan = changed.plan
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    made = current.next_index
+    if made and plan.occurrence(made - 1) is None:
+        raise InvalidRequest(
+            f"{made} occurrence(s) are made already; the end may not come before the last of them"
+        )
+    following = plan.occurrence(made)
+    if following is None:
+        if not made:
+            raise InvalidRequest("the payment would have no occurrence (check end and count)")
+        return None
+    planned = current.plan.occurrence(made)
+    moved = planned is None or planned.execute_at != following.execute_at
+    if current.status == "active" and moved and following.execute_at < now:
+        raise InvalidRequest(
+            f"the occurrence of {following.unadjusted_date.isoformat()} would execute at "
+            f"{following.execute_at.isoformat()}, which has passed; change it after that occurrence"
+        )
+    return following.execute_at
 
 
 def _plan_of(body: dict[str, Any]) -> PaymentPlan:
