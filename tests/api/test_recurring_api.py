@@ -411,12 +411,12 @@ async def test_the_auditor_changes_nothing(
     assert after.json() == p and count(store) == 1
 
 
-async def test_the_channel_reads_payments_one_at_a_time(
+async def test_the_channel_lists_and_reads_payments(
     http: httpx.AsyncClient, auth: Auth, bea: int
 ) -> None:
     p = await set_up(http, auth)
     listed = await http.get(f"{API}/recurring-payments", headers=auth("channel"))
-    assert listed.status_code == 403 and error_of(listed)["code"] == "FORBIDDEN"
+    assert listed.status_code == 200 and [r["id"] for r in listed.json()["items"]] == [p["id"]]
     for tail in ("", "/occurrences", "/preview"):
         one = await http.get(f"{API}/recurring-payments/{p['id']}{tail}", headers=auth("channel"))
         assert one.status_code == 200, tail

@@ -124,8 +124,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("api.unexpected_error", error=type(exc).__name__, path=request.url.path,
-                  exc_info=exc)  # fmt: skip
+        # The route's template, not the path: a path can hold an account number.
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        log.error("api.unexpected_error", error=type(exc).__name__, route=route, exc_info=exc)
         return _answer(500, "INTERNAL", "internal error; the request id is in the server log")
 
 

@@ -52,7 +52,8 @@ def decode_cursor(cursor: str | None, kind: type = int) -> Any:
         key = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         key = None
-    if not isinstance(key, kind) or isinstance(key, bool):
+    out_of_range = isinstance(key, int) and not -(2**63) <= key < 2**63  # a database integer
+    if not isinstance(key, kind) or isinstance(key, bool) or out_of_range:
         raise ApiError(422, "cursor: not a cursor this list gave out", code="INVALID_CURSOR")
     return key
 

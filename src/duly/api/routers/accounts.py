@@ -22,6 +22,7 @@ from duly.api.errors import ApiError
 from duly.api.idempotency import Created, respond_once
 from duly.api.money import MAX_ID, IdempotencyKey, PathAccount, RefId, after_account
 from duly.api.pagination import Cursor, Limit, Page, page_of
+from duly.api.paths import API_PREFIX
 from duly.api.schemas import Amount, Currency, Response, decimal_text
 from duly.api.schemas import Request as Body
 from duly.api.security import ALL, OPS, READ_ALL, roles
@@ -30,7 +31,7 @@ from duly.banking.errors import BankingError
 from duly.banking.ledger import LedgerBank
 from duly.banking.money import check_currency, mask_account, to_minor
 
-router = APIRouter(prefix="/accounts", tags=["accounts"])
+router = APIRouter(prefix=f"{API_PREFIX}/accounts", tags=["accounts"])
 
 AccountNumber = Annotated[
     str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", examples=["GB00EVE00000000001234"],

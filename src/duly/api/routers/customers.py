@@ -28,6 +28,7 @@ from duly.api.money import (
     after_id,
 )
 from duly.api.pagination import Cursor, Limit, Page, page_of
+from duly.api.paths import API_PREFIX
 from duly.api.routers.accounts import Account, account_out
 from duly.api.schemas import Amount, Currency, Response, decimal_text
 from duly.api.schemas import Request as Body
@@ -36,7 +37,7 @@ from duly.auth.roles import Role
 from duly.banking.customers import CustomerRow, Customers, NewCustomer
 from duly.banking.money import check_currency, to_minor
 
-router = APIRouter(prefix="/customers", tags=["customers"])
+router = APIRouter(prefix=f"{API_PREFIX}/customers", tags=["customers"])
 
 Tier = Literal["standard", "premium"]
 ExternalId = Annotated[

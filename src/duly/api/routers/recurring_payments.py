@@ -39,10 +39,11 @@ from duly.api.money import (
     request_key,
 )
 from duly.api.pagination import Cursor, Limit, Page, decode_cursor, page_of
+from duly.api.paths import API_PREFIX
 from duly.api.routers.transfers import MOVERS, BankName, check_customer
 from duly.api.schemas import Amount, Currency, Response, decimal_text
 from duly.api.schemas import Request as Body
-from duly.api.security import ALL, READ_ALL, roles
+from duly.api.security import ALL, roles
 from duly.operations.recurring.models import (
     KEEP,
     NewRecurringPayment,
@@ -52,7 +53,7 @@ from duly.operations.recurring.models import (
 )
 from duly.operations.recurring.service import RecurringPayments
 
-router = APIRouter(prefix="/recurring-payments", tags=["recurring-payments"])
+router = APIRouter(prefix=f"{API_PREFIX}/recurring-payments", tags=["recurring-payments"])
 
 PaymentStatus = Literal["active", "paused", "cancelled", "completed"]
 Frequency = Literal["weekly", "monthly", "quarterly", "yearly", "rrule"]
@@ -243,7 +244,7 @@ async def create_recurring_payment(
 
 
 @router.get("", summary="Recurring payments by id, optionally one customer's or in one status",
-            **roles(*READ_ALL))  # fmt: skip
+            **roles(*ALL))  # fmt: skip
 def list_recurring_payments(
     ctx: Ctx,
     customer_id: Annotated[

@@ -9,6 +9,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Query
 
 from duly.api.context import Ctx
+from duly.api.money import PathId
 from duly.api.pagination import Cursor, Limit, Page, decode_cursor, page_of
 from duly.api.paths import API_PREFIX
 from duly.api.schemas import Instant, Response
@@ -93,7 +94,7 @@ def list_runs(
 
 
 @router.get("/{run_id}", summary="One run with its attempts", **roles(*READ_ALL))
-def get_run(ctx: Ctx, run_id: int) -> RunDetail:
+def get_run(ctx: Ctx, run_id: PathId) -> RunDetail:
     run = ctx.client.run(run_id)
     attempts = [attempt_out(a) for a in ctx.client.attempts(run_id)]
     return RunDetail(**run_out(run).model_dump(), attempts=attempts)
@@ -101,13 +102,13 @@ def get_run(ctx: Ctx, run_id: int) -> RunDetail:
 
 @router.post("/{run_id}/retry", summary="Queue a failed, cancelled or missed run again",
              **roles(*OPS))  # fmt: skip
-def retry_run(ctx: Ctx, run_id: int) -> Run:
+def retry_run(ctx: Ctx, run_id: PathId) -> Run:
     return run_out(ctx.client.retry(run_id))
 
 
 @router.post("/{run_id}/cancel", summary="Cancel a queued run; ask a running one to stop",
              **roles(*OPS))  # fmt: skip
-def cancel_run(ctx: Ctx, run_id: int) -> Run:
+def cancel_run(ctx: Ctx, run_id: PathId) -> Run:
     return run_out(ctx.client.cancel(run_id))
 
 

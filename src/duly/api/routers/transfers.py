@@ -36,6 +36,7 @@ from duly.api.money import (
     request_key,
 )
 from duly.api.pagination import Cursor, Limit, Page, page_of
+from duly.api.paths import API_PREFIX
 from duly.api.schemas import Amount, Currency, Response, decimal_text
 from duly.api.schemas import Request as Body
 from duly.api.security import ALL, roles
@@ -44,7 +45,7 @@ from duly.banking.customers import Customers
 from duly.operations.transfers.models import NewTransfer, TransferRow
 from duly.operations.transfers.service import ScheduledTransfers
 
-router = APIRouter(prefix="/transfers", tags=["transfers"])
+router = APIRouter(prefix=f"{API_PREFIX}/transfers", tags=["transfers"])
 
 #: Who may move money: everyone but the auditor (the channel acts for its customers).
 MOVERS = (Role.ADMIN, Role.OPERATOR, Role.CHANNEL)
