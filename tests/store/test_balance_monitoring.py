@@ -13,7 +13,9 @@ from duly.clock import ManualClock
 from duly.engine.store.sql import SqlStore
 from duly.operations.balance_check.models import balance_check_results, error_logs
 from duly.operations.balance_check.monitoring import (
+    AlreadyResolved,
     ResolveError,
+    UnknownError,
     customer_history,
     error_counts_by_code,
     error_counts_by_hour,
@@ -28,6 +30,7 @@ from duly.operations.balance_check.service import (
     load_premium_customers,
     night_counts,
 )
+from duly.operations.errors import NotFound, StateConflict
 
 T0 = datetime(2026, 3, 2, 22, 0, tzinfo=UTC)
 
@@ -173,3 +176,55 @@ def test_premium_customers_with_their_open_accounts_in_the_minimums_currency(
     assert [(x.id, x.min_balance_minor, x.currency, x.accounts) for x in got] == [
         (p.id, 5, "EUR", ("P-EUR-1", "P-EUR-2")), (bare.id, None, None, ())
     ]  # fmt: skip
+
+
+def test_recent_errors_until_and_resolved_or_not(store: SqlStore, people: list[int]) -> None:
+    a = people[0]
+    ids = [log_error(store, a, "TIMEOUT", T0 + timedelta(hours=i)) for i in range(4)]
+    resolve(store.engine, ids[1], by="ana", notes="fixed", now=T0)
+    period = recent_errors(store.engine, since=T0 + timedelta(hours=1), until=T0 + timedelta(hours=3))
+    assert [e.id for e in period] == [ids[2], ids[1]]  # half-open: T0 + 3 h is out
+    assert [e.id for e in recent_errors(store.engine, resolved=True)] == [ids[1]]
+    assert [e.id for e in recent_errors(store.engine, resolved=False)] == [ids[3], ids[2], ids[0]]
+    assert recent_errors(store.engine, resolved=False) == recent_errors(store.engine, unresolved_only=True)
+    assert len(recent_errors(store.engine, resolved=None)) == 4
+
+
+def test_results_and_history_page_by_their_keys(store: SqlStore, people: list[int]) -> None:
+    a, b, c, d = people
+    day = date(2026, 3, 2)
+    for i, who in enumerate((d, b, a, c)):  # written out of customer order
+        result(store, who, day, "ERROR" if i == 1 else "PASS", "TIMEOUT" if i == 1 else None)
+    first = run_results(store.engine, 1, limit=2)
+    assert [r.customer_id for r in first] == [a, b]
+    after = run_results(store.engine, 1, limit=2, after_customer_id=first[-1].customer_id)
+    assert [r.customer_id for r in after] == [c, d]
+    assert run_results(store.engine, 1, after_customer_id=d) == []
+    assert [r.customer_id for r in run_results(store.engine, 1, result="PASS", after_customer_id=a)] == [c, d]
+    for back in range(1, 5):
+        result(store, a, day - timedelta(days=back), "FAIL", run_id=1 + back)
+    newest = customer_history(store.engine, a, limit=2)
+    assert [h.business_date for h in newest] == [day, day - timedelta(days=1)]
+    older = customer_history(store.engine, a, limit=2, before_date=newest[-1].business_date)
+    assert [h.business_date for h in older] == [day - timedelta(days=2), day - timedelta(days=3)]
+    last = customer_history(store.engine, a, limit=2, before_date=older[-1].business_date)
+    assert [h.business_date for h in last] == [day - timedelta(days=4)]
+
+
+def test_resolve_refusals_say_which(store: SqlStore, people: list[int]) -> None:
+    err = log_error(store, people[0], "TIMEOUT", T0)
+    with pytest.raises(UnknownError) as unknown:
+        resolve(store.engine, 999, by="ana", notes="x", now=T0)
+    assert isinstance(unknown.value, NotFound) and isinstance(unknown.value, ResolveError)
+    resolve(store.engine, err, by="ana", notes="x", now=T0)
+    with pytest.raises(AlreadyResolved) as twice:
+        resolve(store.engine, err, by="bob", notes="y", now=T0)
+    assert isinstance(twice.value, StateConflict) and isinstance(twice.value, ResolveError)
+    with pytest.raises(ResolveError) as blank:
+        resolve(store.engine, err, by="bob", notes=" ", now=T0)
+    assert not isinstance(blank.value, NotFound | StateConflict)
+    other = log_error(store, people[0], "TIMEOUT", T0)
+    with pytest.raises(ResolveError, match="NUL"):  # PostgreSQL cannot store it
+        resolve(store.engine, other, by="ana", notes="fixed\x00", now=T0)
+    row = get_error(store.engine, other)
+    assert row is not None and not row.resolved

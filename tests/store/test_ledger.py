@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import delete, select, text, update
 
-from duly.banking.catalog import CATALOG
+from duly.banking.catalog import CATALOG, error_code_get, error_code_list
 from duly.banking.customers import Customers, NewAccount, NewCustomer
 from duly.banking.errors import BankingError
 from duly.banking.ledger import LedgerBank, funding_account_id
@@ -351,6 +351,18 @@ def test_error_codes_table_is_seeded_from_the_catalogue(store: SqlStore) -> None
             info.suggested_action,
             info.transient,
         )
+
+
+def test_error_codes_are_read_from_the_table_by_code(store: SqlStore) -> None:
+    codes = sorted(c.code for c in CATALOG)
+    assert [c.code for c in error_code_list(store.engine)] == codes
+    first = error_code_list(store.engine, limit=3)
+    rest = error_code_list(store.engine, after=first[-1].code)
+    assert [c.code for c in first + rest] == codes
+    high = error_code_list(store.engine, severity="high")
+    assert [c.code for c in high] == sorted(c.code for c in CATALOG if c.severity == "high")
+    assert error_code_get(store.engine, "TIMEOUT") == next(c for c in CATALOG if c.code == "TIMEOUT")
+    assert error_code_get(store.engine, "NOPE") is None
 
 
 def test_30_erasing_personal_data_leaves_the_ledger_alone(

@@ -631,6 +631,19 @@ def test_alerts_are_deduplicated_while_open(store: SqlStore) -> None:
         store.alert_set_status(first.id, "acked", "x", T0)
 
 
+def test_alerts_one_by_id_and_pages_of_a_status(store: SqlStore) -> None:
+    ids = [store.alert_raise(NewAlert(dedupe_key=f"k{i}", rule="r", severity="low", title=f"t{i}",
+                                      now=T0))[0].id for i in range(5)]  # fmt: skip
+    store.alert_set_status(ids[2], "resolved", "bob", T0)
+    got = store.alert_get(ids[2])
+    assert got is not None and (got.id, got.status, got.resolved_by) == (ids[2], "resolved", "bob")
+    assert store.alert_get(ids[-1] + 100) is None
+    first = store.alert_list("open", 2)
+    assert [a.id for a in first] == [ids[4], ids[3]]
+    assert [a.id for a in store.alert_list("open", 2, before_id=first[-1].id)] == [ids[1], ids[0]]
+    assert store.alert_list("open", 2, before_id=ids[0]) == []
+
+
 def test_prune_deletes_only_old_attempts(store: SqlStore) -> None:
     for i, age in enumerate([100, 10]):
         t = T0 - timedelta(days=age)

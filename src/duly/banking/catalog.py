@@ -7,8 +7,13 @@ checks the two agree). Operators and customers see ``suggested_action``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["CATALOG", "ErrorCodeInfo", "describe"]
+from sqlalchemy import Engine, select
+
+from duly.banking.schema import error_codes
+
+__all__ = ["CATALOG", "ErrorCodeInfo", "describe", "error_code_get", "error_code_list"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,3 +76,45 @@ _BY_CODE = {info.code: info for info in CATALOG}
 def describe(code: str) -> ErrorCodeInfo | None:
     """The catalogue entry for ``code``, if there is one."""
     return _BY_CODE.get(code)
+
+
+def error_code_list(
+    engine: Engine,
+    *,
+    severity: str | None = None,
+    after: str | None = None,
+    limit: int | None = None,
+) -> list[ErrorCodeInfo]:
+    """Rows of the ``error_codes`` table by code, optionally of one ``severity``.
+
+    Page with ``after`` (the last code shown). The table, not :data:`CATALOG`, is read: it is
+    what the database's other readers (reports, history) join with.
+    """
+    c = error_codes.c
+    conds: list[Any] = []
+    if severity is not None:
+        conds.append(c.severity == severity)
+    if after is not None:
+        conds.append(c.code > after)
+    query = select(error_codes).where(*conds).order_by(c.code)
+    if limit is not None:
+        query = query.limit(limit)
+    with engine.connect() as conn:
+        return [_info(r) for r in conn.execute(query)]
+
+
+def error_code_get(engine: Engine, code: str) -> ErrorCodeInfo | None:
+    """The ``error_codes`` row of ``code``, if there is one."""
+    with engine.connect() as conn:
+        row = conn.execute(select(error_codes).where(error_codes.c.code == code)).one_or_none()
+    return _info(row) if row is not None else None
+
+
+def _info(row: Any) -> ErrorCodeInfo:
+    return ErrorCodeInfo(
+        code=row.code,
+        description=row.description,
+        severity=row.severity,
+        suggested_action=row.suggested_action,
+        transient=bool(row.transient),
+    )

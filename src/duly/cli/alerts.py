@@ -1,4 +1,5 @@
-"""``duly alerts …``: list, acknowledge and resolve operations alerts."""
+"""``duly alerts …``: list, acknowledge and resolve operations alerts (through the engine
+client, as the API does)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def alerts_list(
     from rich.table import Table
 
     with open_system() as system:
-        rows = system.store.alert_list(status, limit)
+        rows = system.client.alerts(status, limit)
     table = Table("id", "severity", "status", "rule", "title", "count", "last raised")
     for a in rows:
         table.add_row(
@@ -42,7 +43,7 @@ def _set_alert(alert_id: int, status: str, actor: str) -> None:
 
     with open_system() as system:
         try:
-            row = system.store.alert_set_status(alert_id, status, actor, system.clock.now())
+            row = system.client.set_alert_status(alert_id, status, actor)
         except (NotFound, RunConflict) as exc:
             fail(str(exc))
     typer.echo(f"alert {row.id} {row.status}")

@@ -126,6 +126,22 @@ class EngineClient:
         """
         return self.store.run_cancel(run_id, self.clock.now())
 
+    def alert(self, alert_id: int) -> AlertRow:
+        """The alert ``alert_id``.
+
+        :raises NotFound: if there is no such alert.
+        """
+        alert = self.store.alert_get(alert_id)
+        if alert is None:
+            raise NotFound(f"no alert {alert_id}")
+        return alert
+
+    def alerts(
+        self, status: str | None = None, limit: int = 100, before_id: int | None = None
+    ) -> list[AlertRow]:
+        """Alerts, newest first, optionally of one status; ``before_id`` pages on."""
+        return self.store.alert_list(status, limit, before_id)
+
     def set_alert_status(self, alert_id: int, status: str, actor: str) -> AlertRow:
         """Acknowledge (``acked``) or resolve (``resolved``) an alert as ``actor``.
 

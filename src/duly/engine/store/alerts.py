@@ -56,6 +56,12 @@ class AlertQueries(SqlBase):
             ).one()
         return alert_row(row), True
 
+    def alert_get(self, alert_id: int) -> AlertRow | None:
+        """One alert, if it exists."""
+        with self._read() as conn:
+            row = conn.execute(select(alerts).where(alerts.c.id == alert_id)).one_or_none()
+        return alert_row(row) if row is not None else None
+
     def alert_list(
         self, status: str | None = None, limit: int = 100, before_id: int | None = None
     ) -> list[AlertRow]:

@@ -16,14 +16,17 @@ from sqlalchemy import Engine, case, func, select, update
 
 from duly.banking.catalog import describe
 from duly.operations.balance_check.models import balance_check_results, error_logs
+from duly.operations.errors import NotFound, OperationError, StateConflict
 
 __all__ = [
+    "AlreadyResolved",
     "CodeCount",
     "CustomerCount",
     "ErrorLogRow",
     "HourCount",
     "ResolveError",
     "ResultRow",
+    "UnknownError",
     "customer_history",
     "error_counts_by_code",
     "error_counts_by_hour",
@@ -193,18 +196,28 @@ def recent_errors(
     unresolved_only: bool = False,
     since: datetime | None = None,
     before_id: int | None = None,
+    until: datetime | None = None,
+    resolved: bool | None = None,
 ) -> list[ErrorLogRow]:
-    """The newest errors first, filtered; page with ``before_id`` (the last id shown)."""
+    """The newest errors first, filtered; page with ``before_id`` (the last id shown).
+
+    ``since``/``until`` bound ``logged_at`` (half-open); ``resolved`` keeps only resolved
+    (``True``) or unresolved (``False``) errors — ``unresolved_only`` is ``resolved=False``.
+    """
     e = error_logs.c
     conds: list[Any] = []
     if code:
         conds.append(e.error_code == code)
     if customer_id is not None:
         conds.append(e.customer_id == customer_id)
-    if unresolved_only:
+    if unresolved_only or resolved is False:
         conds.append(e.resolved.is_(False))
+    elif resolved:
+        conds.append(e.resolved.is_(True))
     if since is not None:
         conds.append(e.logged_at >= since)
+    if until is not None:
+        conds.append(e.logged_at < until)
     if before_id is not None:
         conds.append(e.id < before_id)
     with engine.connect() as conn:
@@ -221,13 +234,21 @@ def get_error(engine: Engine, error_id: int) -> ErrorLogRow | None:
     return _error(row) if row is not None else None
 
 
-def customer_history(engine: Engine, customer_id: int, *, limit: int = 30) -> list[ResultRow]:
-    """The customer's check results, newest night first (the drill-down of an error)."""
+def customer_history(
+    engine: Engine, customer_id: int, *, limit: int = 30, before_date: date | None = None
+) -> list[ResultRow]:
+    """The customer's check results, newest night first (the drill-down of an error).
+
+    Page with ``before_date`` (the last night shown): a customer has one result a night.
+    """
     r = balance_check_results.c
+    conds: list[Any] = [r.customer_id == customer_id]
+    if before_date is not None:
+        conds.append(r.business_date < before_date)
     with engine.connect() as conn:
         rows = conn.execute(
             select(balance_check_results)
-            .where(r.customer_id == customer_id)
+            .where(*conds)
             .order_by(r.business_date.desc())
             .limit(limit)
         ).all()
@@ -235,11 +256,21 @@ def customer_history(engine: Engine, customer_id: int, *, limit: int = 30) -> li
 
 
 def run_results(
-    engine: Engine, run_id: int, *, result: str | None = None, limit: int = 1000
+    engine: Engine,
+    run_id: int,
+    *,
+    result: str | None = None,
+    limit: int = 1000,
+    after_customer_id: int | None = None,
 ) -> list[ResultRow]:
-    """The results a run decided (optionally only ``PASS``, ``FAIL`` or ``ERROR``), by customer."""
+    """The results a run decided (optionally only ``PASS``, ``FAIL`` or ``ERROR``), by customer.
+
+    Page with ``after_customer_id`` (the last customer shown): one result per customer a night.
+    """
     r = balance_check_results.c
     conds: list[Any] = [r.run_id == run_id] + ([r.result == result] if result else [])
+    if after_customer_id is not None:
+        conds.append(r.customer_id > after_customer_id)
     with engine.connect() as conn:
         rows = conn.execute(
             select(balance_check_results).where(*conds).order_by(r.customer_id).limit(limit)
@@ -247,20 +278,34 @@ def run_results(
     return [_result(x) for x in rows]
 
 
-class ResolveError(ValueError):
+class ResolveError(OperationError):
     """The error cannot be resolved (unknown, already resolved, or bad input)."""
+
+
+# Subclasses so the API answers each refusal with its own status (404, 409; else 422)
+# while the CLI keeps catching ResolveError.
+class UnknownError(ResolveError, NotFound):
+    """No error with that id."""
+
+
+class AlreadyResolved(ResolveError, StateConflict):
+    """The error was resolved before (an error is resolved once)."""
 
 
 def resolve(engine: Engine, error_id: int, *, by: str, notes: str, now: datetime) -> ErrorLogRow:
     """Mark an error resolved by ``by`` with ``notes`` (once; the only change allowed).
 
-    :raises ResolveError: unknown id, already resolved, or empty ``by``/``notes``.
+    :raises ResolveError: empty or too long ``by``/``notes``; its subclasses
+        :class:`UnknownError` for an unknown id and :class:`AlreadyResolved` if it was
+        resolved before.
     """
     by, notes = by.strip(), notes.strip()
     if not by or len(by) > 200:
         raise ResolveError("who resolves it is required (1–200 characters)")
     if not notes or len(notes) > MAX_NOTES:
         raise ResolveError(f"resolution notes are required (1–{MAX_NOTES} characters)")
+    if "\x00" in by or "\x00" in notes:  # PostgreSQL cannot store a NUL in text
+        raise ResolveError("who and notes may not contain NUL characters")
     e = error_logs.c
     with engine.begin() as conn:
         changed = conn.execute(
@@ -270,9 +315,9 @@ def resolve(engine: Engine, error_id: int, *, by: str, notes: str, now: datetime
         ).rowcount
         row = conn.execute(select(*_shown()).where(e.id == error_id)).one_or_none()
     if row is None:
-        raise ResolveError(f"no error {error_id}")
+        raise UnknownError(f"no error {error_id}")
     if not changed:
-        raise ResolveError(f"error {error_id} was already resolved by {row.resolved_by}")
+        raise AlreadyResolved(f"error {error_id} was already resolved by {row.resolved_by}")
     # a fresh logger: one cached at import would keep the stream of the first configuration
     structlog.get_logger("duly.monitoring").info(
         "error.resolved", error_id=error_id, error_code=row.error_code, resolved_by=by
