@@ -14,12 +14,13 @@ from fastapi import APIRouter, Query, Request
 
 from duly.api.context import Ctx
 from duly.api.pagination import Cursor, Limit, Page, page_of
+from duly.api.paths import API_PREFIX
 from duly.api.routers._monitoring import Id, actor_of, id_cursor
 from duly.api.schemas import Response
 from duly.api.security import OPS, READ_ALL, roles
 from duly.engine.store.base import AlertRow
 
-router = APIRouter(prefix="/alerts", tags=["alerts"])
+router = APIRouter(prefix=f"{API_PREFIX}/alerts", tags=["alerts"])
 
 Status = Literal["open", "acked", "resolved"]
 

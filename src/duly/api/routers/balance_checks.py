@@ -15,8 +15,8 @@ from pydantic import Field, ValidationError
 
 from duly.api.context import Ctx
 from duly.api.errors import ApiError
-from duly.api.middleware import API_PREFIX
 from duly.api.pagination import Cursor, Limit, Page, decode_cursor, page_of
+from duly.api.paths import API_PREFIX
 from duly.api.routers._monitoring import Id, bounds, id_cursor
 from duly.api.schemas import Instant, Response
 from duly.api.security import READ_ALL, roles
@@ -27,7 +27,7 @@ from duly.operations.balance_check.models import JOB_NAME, Result
 from duly.operations.balance_check.monitoring import ResultRow, customer_history, run_results
 from duly.operations.balance_check.service import missed_nights
 
-router = APIRouter(prefix="/balance-checks", tags=["balance-checks"])
+router = APIRouter(prefix=f"{API_PREFIX}/balance-checks", tags=["balance-checks"])
 
 
 class CheckSummary(Response):

@@ -14,12 +14,13 @@ from fastapi import APIRouter, Path, Query
 from duly.api.context import Ctx
 from duly.api.errors import ApiError
 from duly.api.pagination import Cursor, Limit, Page, decode_cursor, page_of
+from duly.api.paths import API_PREFIX
 from duly.api.routers._monitoring import CODE_PATTERN
 from duly.api.schemas import Response
 from duly.api.security import READ_ALL, roles
 from duly.banking.catalog import ErrorCodeInfo, error_code_get, error_code_list
 
-router = APIRouter(prefix="/error-codes", tags=["error-codes"])
+router = APIRouter(prefix=f"{API_PREFIX}/error-codes", tags=["error-codes"])
 
 Severity = Literal["critical", "high", "medium", "low"]
 

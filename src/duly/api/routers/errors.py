@@ -16,6 +16,7 @@ from pydantic import Field
 from duly.api.context import Ctx
 from duly.api.errors import ApiError
 from duly.api.pagination import Cursor, Limit, Page, page_of
+from duly.api.paths import API_PREFIX
 from duly.api.routers._monitoring import (
     CODE_PATTERN,
     MAX_ID,
@@ -31,7 +32,7 @@ from duly.api.security import OPS, READ_ALL, roles
 from duly.operations.balance_check import monitoring
 from duly.operations.balance_check.monitoring import ErrorLogRow
 
-router = APIRouter(prefix="/errors", tags=["errors"])
+router = APIRouter(prefix=f"{API_PREFIX}/errors", tags=["errors"])
 
 #: An aggregate's period when none is given (as the CLI's ``--hours 24``).
 DEFAULT_PERIOD = timedelta(hours=24)
