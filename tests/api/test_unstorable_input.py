@@ -88,3 +88,11 @@ def test_every_api_route_documents_the_error_envelope(app: FastAPI) -> None:
                 content = op["responses"][status]["content"]["application/json"]
                 assert content["schema"] == envelope, (method, path, status)
     assert "HTTPValidationError" not in doc["components"]["schemas"]
+
+
+async def test_the_refusal_names_where_the_value_is(http: httpx.AsyncClient, auth) -> None:
+    response = await http.post("/api/v1/jobs/duly.noop/runs",
+                               json={"args": {"a": [{"b": [1, "x\x00"]}]}},
+                               headers=auth(Role.OPERATOR))  # fmt: skip
+    assert response.status_code == 422
+    assert "args.a[0].b[1]: text may not contain NUL" in error_of(response)["message"]

@@ -41,22 +41,24 @@ class Request(BaseModel):
         return data
 
 
-def _unstorable(value: Any) -> str | None:
-    """Why ``value`` (parsed JSON) cannot be stored as it is, or None."""
+def _unstorable(value: Any, where: str = "") -> str | None:
+    """Why ``value`` (parsed JSON) cannot be stored as it is, naming where in it; or None."""
+    at = f"{where}: " if where else ""
     if isinstance(value, str):
-        return "text may not contain NUL characters (\\u0000)" if "\x00" in value else None
+        return f"{at}text may not contain NUL characters (\\u0000)" if "\x00" in value else None
     if isinstance(value, float):
-        return None if math.isfinite(value) else "numbers must be finite (no NaN or Infinity)"
+        return None if math.isfinite(value) else f"{at}numbers must be finite (no NaN or Infinity)"
     if isinstance(value, dict):
-        items: list[Any] = [*value.keys(), *value.values()]
+        for key, item in value.items():
+            inner = f"{where}.{key}" if where else str(key)
+            problem = _unstorable(key, f"{inner} (the key)") or _unstorable(item, inner)
+            if problem is not None:
+                return problem
     elif isinstance(value, list | tuple):
-        items = list(value)
-    else:
-        return None
-    for item in items:
-        problem = _unstorable(item)
-        if problem is not None:
-            return problem
+        for i, item in enumerate(value):
+            problem = _unstorable(item, f"{where}[{i}]")
+            if problem is not None:
+                return problem
     return None
 
 
