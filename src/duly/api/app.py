@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from duly.api.context import ApiContext
-from duly.api.errors import install_error_handlers
+from duly.api.errors import ERROR_RESPONSES, install_error_handlers
 from duly.api.idempotency import IdempotencyKeys
 from duly.api.middleware import RequestGate
 from duly.api.ratelimit import RateLimiter
@@ -101,7 +101,7 @@ def create_app(
     app.state.duly = ctx
     install_error_handlers(app)
     for router in RESOURCE_ROUTERS:
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
     app.include_router(health.router)
     app.add_middleware(
         RequestGate,

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from duly.auth.service import TokenError, UnknownToken
@@ -23,7 +24,13 @@ from duly.engine import errors as engine_errors
 from duly.operations import errors as op_errors
 from duly.timing import SpecError
 
-__all__ = ["ApiError", "error_body", "install_error_handlers"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "ApiError",
+    "ErrorResponse",
+    "error_body",
+    "install_error_handlers",
+]
 
 log = structlog.get_logger("duly.api")
 
@@ -60,6 +67,47 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.headers = headers or {}
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong: a stable ``code`` to branch on, a message for people, and details."""
+
+    code: str
+    message: str
+    details: Any = None
+    """Per-field problems for ``VALIDATION_ERROR`` (``field``, ``message``, ``type``), else null."""
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorInfo
+
+
+def _documented(description: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"model": ErrorResponse, "description": description}
+    if headers:
+        entry["headers"] = {name: {"description": text, "schema": {"type": "string"}}
+                            for name, text in headers.items()}  # fmt: skip
+    return entry
+
+
+#: The errors any ``/api/v1`` route can answer, for its OpenAPI entry: the gate's (401, 413,
+#: 429) and the ones a route's checks and services raise. A route's own ``responses`` win.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _documented("The body could not be read (not JSON, or not UTF-8)."),
+    401: _documented("No valid bearer token.", {"WWW-Authenticate": "`Bearer`."}),
+    403: _documented("The token's role may not call this route."),
+    404: _documented("No such object, or an unknown job."),
+    409: _documented(
+        "The object's state forbids this, or a request with the same `Idempotency-Key` is "
+        "still in progress.",
+        {"Retry-After": "Seconds to wait, for a key in progress."},
+    ),
+    413: _documented("The request body is over `api.max_body_bytes`."),
+    422: _documented("The request is invalid: `details` lists each problem."),
+    429: _documented("Over the token's rate limit.", {"Retry-After": "Seconds to wait."}),
+}
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:

@@ -3,8 +3,8 @@
 In order: a request id (``X-Request-ID`` honoured when sane, else generated; returned and
 bound to every log line of the request), the body size limit (413 before the body is read
 when ``Content-Length`` says so, and while reading otherwise), authentication of
-``/api/v1`` calls (401), the per-token rate limit (429 with ``Retry-After``), and request
-counts and latencies by route for ``/metrics``. It is a plain ASGI middleware, so it adds
+``/api/v1`` calls (401), the per-token rate limit (429 with ``Retry-After``), NUL characters
+in the path or query (422), and request counts and latencies by route for ``/metrics``. It is a plain ASGI middleware, so it adds
 no task or copy per request.
 """
 
@@ -119,6 +119,12 @@ class RequestGate:
                               {"retry-after": str(retry)})  # fmt: skip
                 return
             structlog.contextvars.bind_contextvars(token_id=principal.token_id)
+            if _has_nul(scope):
+                # PostgreSQL cannot store or even compare text with NUL in it (a driver error,
+                # so a 500); refused here once rather than in every route taking a string.
+                await _refuse(send, 422, "VALIDATION_ERROR",
+                              "the path or query contains a NUL character (%00)")  # fmt: skip
+                return
         started = [False]
 
         async def send_tracking(message: Message) -> None:
@@ -183,6 +189,11 @@ def _request_id(scope: Scope) -> str:
     if given is not None and _REQUEST_ID.match(given):
         return given
     return uuid.uuid4().hex
+
+
+def _has_nul(scope: Scope) -> bool:
+    query = bytes(scope.get("query_string", b""))
+    return "\x00" in scope["path"] or b"%00" in query or b"\x00" in query
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -16,6 +16,7 @@ from fastapi import Query
 from pydantic import BaseModel
 
 from duly.api.errors import ApiError
+from duly.api.schemas import MAX_ROW_ID
 
 __all__ = ["MAX_LIMIT", "Cursor", "Limit", "Page", "decode_cursor", "encode_cursor", "page_of"]
 
@@ -52,10 +53,14 @@ def decode_cursor(cursor: str | None, kind: type = int) -> Any:
         key = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         key = None
-    out_of_range = isinstance(key, int) and not -(2**63) <= key < 2**63  # a database integer
-    if not isinstance(key, kind) or isinstance(key, bool) or out_of_range:
+    if not isinstance(key, kind) or isinstance(key, bool) or not _storable(key):
         raise ApiError(422, "cursor: not a cursor this list gave out", code="INVALID_CURSOR")
     return key
+
+
+def _storable(key: Any) -> bool:
+    """Whether the stores can compare against ``key``: an int beyond 64 bits is a driver error."""
+    return not isinstance(key, int) or -MAX_ROW_ID - 1 <= key <= MAX_ROW_ID
 
 
 def page_of(

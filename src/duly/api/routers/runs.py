@@ -9,10 +9,9 @@ import anyio.to_thread
 from fastapi import APIRouter, Query
 
 from duly.api.context import Ctx
-from duly.api.money import PathId
 from duly.api.pagination import Cursor, Limit, Page, decode_cursor, page_of
 from duly.api.paths import API_PREFIX
-from duly.api.schemas import Instant, Response
+from duly.api.schemas import Instant, Response, RowId
 from duly.api.security import OPS, READ_ALL, roles
 from duly.engine.states import FINAL, RunStatus
 from duly.engine.store.base import AttemptRow, RunFilter, RunRow
@@ -94,7 +93,7 @@ def list_runs(
 
 
 @router.get("/{run_id}", summary="One run with its attempts", **roles(*READ_ALL))
-def get_run(ctx: Ctx, run_id: PathId) -> RunDetail:
+def get_run(ctx: Ctx, run_id: RowId) -> RunDetail:
     run = ctx.client.run(run_id)
     attempts = [attempt_out(a) for a in ctx.client.attempts(run_id)]
     return RunDetail(**run_out(run).model_dump(), attempts=attempts)
@@ -102,13 +101,13 @@ def get_run(ctx: Ctx, run_id: PathId) -> RunDetail:
 
 @router.post("/{run_id}/retry", summary="Queue a failed, cancelled or missed run again",
              **roles(*OPS))  # fmt: skip
-def retry_run(ctx: Ctx, run_id: PathId) -> Run:
+def retry_run(ctx: Ctx, run_id: RowId) -> Run:
     return run_out(ctx.client.retry(run_id))
 
 
 @router.post("/{run_id}/cancel", summary="Cancel a queued run; ask a running one to stop",
              **roles(*OPS))  # fmt: skip
-def cancel_run(ctx: Ctx, run_id: PathId) -> Run:
+def cancel_run(ctx: Ctx, run_id: RowId) -> Run:
     return run_out(ctx.client.cancel(run_id))
 
 

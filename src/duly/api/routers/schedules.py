@@ -39,7 +39,7 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$",
                             description="Unique name: letters, digits, `.`, `_`, `:`, `-`.")]  # fmt: skip
 Spec = Annotated[str, Field(min_length=1, max_length=500, examples=["weekdays:07:30"],
                             description="`daily:HH:MM`, `weekdays:HH:MM`, `weekly:mon,thu:HH:MM`, "
-                            "`cron:…`, `every:15m`, `once:ISO`, `rrule:…`.")]  # fmt: skip
+                            "`cron:…`, `every:15m`, `at:ISO`, `rrule:…`.")]  # fmt: skip
 Zone = Annotated[str, Field(min_length=1, max_length=64, examples=["Europe/London"])]
 
 

@@ -27,7 +27,8 @@ router = APIRouter(prefix=f"{API_PREFIX}/tokens", tags=["tokens"])
 class TokenIn(Body):
     """A token to issue."""
 
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    # The service's rule (duly.auth.tokens.check_name), so a name it refuses is a 422 here.
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     role: Role
     expires_in: str | None = Field(None, max_length=16, examples=["90d"],
                                    description="Lifetime: `90d`, `12h` or `30m`; none: no expiry.")  # fmt: skip
