@@ -109,6 +109,11 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 #: Tables a migration fills with reference data: kept when a test empties the database.
 SEEDED_TABLES = {"alembic_version", "error_codes"}
+#: The audit chain's head as migration 0013 seeds it (emptied tables start a new chain).
+AUDIT_HEAD_GENESIS = (
+    "INSERT INTO audit_head (id, seq, hash, sealed_txid, sealed_id) "
+    f"VALUES (1, 0, '{'0' * 64}', 0, 0)"
+)
 
 
 def _truncate_pg(url: str) -> None:
@@ -123,7 +128,10 @@ def _truncate_pg(url: str) -> None:
         ]
         if tables:
             quoted = ", ".join(f'"{t}"' for t in tables)
+            # The audit tables refuse TRUNCATE by trigger; replica mode lets this reset through.
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
             conn.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+            conn.execute(text(AUDIT_HEAD_GENESIS))
     engine.dispose()
 
 

@@ -16,6 +16,10 @@ from datetime import timedelta
 import structlog
 from sqlalchemy import Engine
 
+from duly.audit import AuditLog, system_actor
+from duly.audit import record as record_audit
+from duly.audit.actors import set_actor
+from duly.audit.sealer import AuditSealer
 from duly.clock import Clock, SystemClock
 from duly.config import Settings
 from duly.db import current_revision, head_revision, upgrade
@@ -73,7 +77,10 @@ def open_store(settings: Settings, *, auto_upgrade: bool = False) -> SqlStore:
                 f"the database is at migration {current or 'none'}, this duly needs {head}: "
                 "run `duly db upgrade`"
             )
-    return SqlStore(engine)
+    store = SqlStore(engine)
+    if settings.audit.run_events:
+        store.audit = record_audit
+    return store
 
 
 def connect_options(settings: Settings) -> ConnectOptions:
@@ -139,6 +146,11 @@ class System:
     registry: JobRegistry
     clock: Clock
     options: EngineOptions
+
+    @property
+    def audit(self) -> AuditLog:
+        """The audit trail (read, verify, export, seal, checkpoint, prune)."""
+        return AuditLog(self.store.engine, self.clock, self.settings.audit)
 
     @property
     def client(self) -> EngineClient:
@@ -227,7 +239,17 @@ async def run_node(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     options = with_run_metrics(system.options)
-    node = Node(system.store, system.registry, system.clock, options, roles=roles)
+    audit = system.audit
+    audit.signing_key()  # a node that cannot sign checkpoints refuses to start
+    node = Node(
+        system.store,
+        system.registry,
+        system.clock,
+        options,
+        roles=roles,
+        extra_services=[lambda env: AuditSealer(env, audit)],
+    )
+    set_actor(system_actor(options.node_name))
     if on_node is not None:
         on_node(node)
 

@@ -27,6 +27,7 @@ environment sources in :mod:`~duly.config.loader`, and the wording of errors in
 from __future__ import annotations
 
 from duly.config.api import ApiSettings
+from duly.config.audit import AuditSettings
 from duly.config.balance_check import BalanceCheckSettings, JobsSettings
 from duly.config.database import DatabaseSettings, redact_url
 from duly.config.engine import EngineSettings, LoggingSettings
@@ -38,6 +39,7 @@ from duly.config.settings import Settings
 
 __all__ = [
     "ApiSettings",
+    "AuditSettings",
     "BalanceCheckSettings",
     "ConfigError",
     "ConfigProblem",

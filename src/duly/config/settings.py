@@ -12,6 +12,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from duly.config.api import ApiSettings
+from duly.config.audit import AuditSettings
 from duly.config.balance_check import JobsSettings
 from duly.config.database import DatabaseSettings, check_database_url, redact_url
 from duly.config.engine import EngineSettings, LoggingSettings
@@ -64,12 +65,13 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     schedules: list[ScheduleSettings] = Field(default_factory=list)
     notify: NotifySettings = Field(default_factory=NotifySettings)
 
     _empty_sections = field_validator(
-        "database", "logging", "engine", "api", "jobs", "notify", mode="before"
+        "database", "logging", "engine", "api", "audit", "jobs", "notify", mode="before"
     )(none_is_empty)
 
     @field_validator("schedules", mode="before")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 
 import structlog
@@ -47,6 +47,7 @@ class Node:
         alerts: AlertSink | None = None,
         roles: Iterable[str] = ("scheduler", "worker"),
         listen: bool = True,
+        extra_services: Sequence[Callable[[Env], Service]] = (),
     ) -> None:
         self.options = options or EngineOptions()
         self.env = Env(
@@ -58,6 +59,7 @@ class Node:
         )
         self.roles = tuple(roles)
         self._listen = listen
+        self._extra_services = tuple(extra_services)
         self.scheduler: SchedulerService | None = None
         self.worker: WorkerService | None = None
         self.services: list[Service] = []
@@ -90,6 +92,7 @@ class Node:
         if "worker" in self.roles:
             self.worker = WorkerService(env)
             self.services += [self.worker, ReaperService(env)]
+        self.services += [make(env) for make in self._extra_services]
         if self._listen and store.is_postgres:
             self.services.append(
                 PgNotifier(

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from duly.engine.auditing import AuditEntry, AuditRecorder
 from duly.engine.store.connect import create_db_engine
 from duly.engine.store.schema import runs
 
@@ -62,6 +64,8 @@ class SqlBase:
         self.is_postgres = self.dialect == "postgresql"
         #: The same pool, for single statements that need no transaction around them.
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        #: Records run and schedule changes in their transactions; ``None`` records nothing.
+        self.audit: AuditRecorder | None = None
         self._subscribers: list[Callable[[str], None]] = []
         self._sub_lock = threading.Lock()
 
@@ -81,6 +85,11 @@ class SqlBase:
             conn = conn.execution_options(duly_readonly=True)
             with conn.begin():
                 yield conn
+
+    def _audit(self, conn: Connection, entries: Sequence[AuditEntry], at: datetime) -> None:
+        """Record ``entries`` in ``conn``'s transaction, if an audit recorder is plugged in."""
+        if self.audit is not None and entries:
+            self.audit(conn, entries, at)
 
     def _insert(self, table: Any) -> Any:
         return pg_insert(table) if self.is_postgres else sqlite_insert(table)

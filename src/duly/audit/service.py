@@ -1,0 +1,241 @@
+"""The audit trail's operations: read, verify, export, seal, checkpoint, prune.
+
+The CLI (``duly audit …``), the API (``/api/v1/audit``) and the node's sealer all go
+through :class:`AuditLog`.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import closing
+from collections.abc import Generator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import Connection, Engine, select
+
+from duly.audit.canonical import ChainHead, Checkpoint, EventRecord, format_instant
+from duly.audit.export import write_export
+from duly.audit.schema import audit_checkpoints, audit_events, audit_head
+from duly.audit.sealing import (
+    checkpoint_if_due,
+    checkpoint_of,
+    event_of,
+    last_checkpoint,
+    prune_before,
+    seal_pending,
+    unsealed_count,
+)
+from duly.audit.signing import (
+    AuditKeyError,
+    SigningKey,
+    VerifyKey,
+    generate_key_pair,
+    load_signing_key,
+    load_verify_key,
+)
+from duly.audit.verify import VerifyReport, verify_chain
+from duly.clock import Clock
+from duly.config.audit import AuditSettings
+
+__all__ = ["AuditEvent", "AuditFilter", "AuditKeyError", "AuditLog", "AuditStatus"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """Which events to list (newest first); ``before_id`` continues a page."""
+
+    actor: str | None = None
+    action: str | None = None
+    object_type: str | None = None
+    object_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+    before_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """An event as listed: its row id, its place in the chain (``None`` until sealed), the rest."""
+
+    id: int
+    at: datetime
+    record: EventRecord
+
+
+@dataclass(frozen=True, slots=True)
+class AuditStatus:
+    """The chain at a glance."""
+
+    head: ChainHead
+    unsealed: int
+    last_checkpoint: Checkpoint | None
+
+
+class AuditLog:
+    """The audit trail over one database."""
+
+    def __init__(self, engine: Engine, clock: Clock, settings: AuditSettings | None = None) -> None:
+        self._engine = engine
+        self._clock = clock
+        self.settings = settings or AuditSettings()
+        self._key: SigningKey | None = None
+
+    # keys
+
+    def signing_key(self) -> SigningKey:
+        """The configured private key, created first if missing and ``create_key`` allows."""
+        if self._key is None:
+            path = self.settings.signing_key_file
+            if not path.exists() and self.settings.create_key:
+                self._key = generate_key_pair(path)
+                log.warning("audit signing key created at %s (public key beside it)", path)
+            else:
+                self._key = load_signing_key(path)
+        return self._key
+
+    def verify_key(self, public_key: Path | None = None) -> VerifyKey:
+        """The key to check signatures with: ``public_key``, else the configured key's public half."""
+        if public_key is not None:
+            return load_verify_key(public_key)
+        pub = self.settings.signing_key_file.with_suffix(".pub")
+        if pub.exists():
+            return load_verify_key(pub)
+        return self.signing_key().public
+
+    # the chain's upkeep
+
+    def seal(self, limit: int = 5000) -> int:
+        """Seal what can be sealed (PostgreSQL); how many events."""
+        total = 0
+        while True:
+            with self._engine.begin() as conn:
+                sealed = seal_pending(conn, limit)
+            total += sealed
+            if sealed < limit:
+                return total
+
+    def checkpoint(self, *, force: bool = False) -> Checkpoint | None:
+        """Sign the head if a checkpoint is due (or ``force``)."""
+        key = self.signing_key()
+        settings = self.settings
+        with self._engine.begin() as conn:
+            return checkpoint_if_due(
+                conn,
+                key,
+                self._clock.now(),
+                settings.checkpoint_every_events,
+                timedelta(seconds=settings.checkpoint_every_seconds),
+                force=force,
+            )
+
+    def prune(self, retention_days: int | None = None) -> tuple[int, int | None]:
+        """Delete whole checkpointed ranges older than the retention; (events removed, cut)."""
+        days = retention_days if retention_days is not None else self.settings.retention_days
+        now = self._clock.now()
+        with self._engine.begin() as conn:
+            return prune_before(conn, now - timedelta(days=days), now)
+
+    # reading
+
+    def status(self) -> AuditStatus:
+        with self._engine.connect() as conn:
+            return AuditStatus(_head(conn), unsealed_count(conn), last_checkpoint(conn))
+
+    def list(self, flt: AuditFilter) -> list[AuditEvent]:
+        """Events matching ``flt``, newest first."""
+        e = audit_events.c
+        stmt = select(audit_events).order_by(e.id.desc()).limit(flt.limit)
+        for column, value in (
+            (e.actor, flt.actor),
+            (e.action, flt.action),
+            (e.object_type, flt.object_type),
+            (e.object_id, flt.object_id),
+        ):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if flt.since is not None:
+            stmt = stmt.where(e.at >= flt.since)
+        if flt.until is not None:
+            stmt = stmt.where(e.at < flt.until)
+        if flt.before_id is not None:
+            stmt = stmt.where(e.id < flt.before_id)
+        with self._engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [AuditEvent(int(row.id), row.at, event_of(row)) for row in rows]
+
+    def verify(self, from_seq: int | None = None, key: VerifyKey | None = None) -> VerifyReport:
+        """Recompute the chain from ``from_seq`` (default: its start) and check every checkpoint."""
+        # One snapshot for the head and the events, so sealing meanwhile cannot look like tampering.
+        with self._engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            head = _head(conn)
+            checkpoints = [
+                checkpoint_of(r)
+                for r in conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.seq))
+            ]
+            anchor = None
+            if from_seq is not None and from_seq > 1:
+                anchor = _hash_at(conn, from_seq - 1)
+            with closing(_sealed(conn, from_seq, None)) as events:
+                report = verify_chain(
+                    events, checkpoints, key, anchor=anchor, head=head, start=from_seq
+                )
+            report.unsealed = unsealed_count(conn)
+        return report
+
+    def export(self, out: IO[str], from_seq: int | None = None, to_seq: int | None = None) -> int:
+        """Write events ``from_seq``..``to_seq`` with their checkpoints as JSON lines; how many."""
+        start = from_seq or 1
+        with self._engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            anchor = _hash_at(conn, start - 1) if start > 1 else None
+            cps = audit_checkpoints.c
+            stmt = select(audit_checkpoints).where(cps.seq >= start - 1).order_by(cps.seq)
+            if to_seq is not None:
+                stmt = stmt.where(cps.seq <= to_seq)
+            checkpoints = [checkpoint_of(r) for r in conn.execute(stmt)]
+            header: dict[str, Any] = {
+                "from": start,
+                "to": to_seq,
+                "anchor": None if anchor is None else {"seq": anchor.seq, "hash": anchor.hash},
+                "exported_at": format_instant(self._clock.now()),
+            }
+            with closing(_sealed(conn, start, to_seq)) as events:
+                return write_export(out, events, checkpoints, header=header)
+
+
+def _head(conn: Connection) -> ChainHead:
+    row = conn.execute(
+        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+    ).one()
+    return ChainHead(int(row.seq), str(row.hash))
+
+
+def _hash_at(conn: Connection, seq: int) -> ChainHead | None:
+    digest = conn.execute(select(audit_events.c.hash).where(audit_events.c.seq == seq)).scalar()
+    if digest is None:
+        cp = conn.execute(
+            select(audit_checkpoints.c.hash).where(audit_checkpoints.c.seq == seq)
+        ).scalar()
+        return None if cp is None else ChainHead(seq, str(cp))
+    return ChainHead(seq, str(digest))
+
+
+def _sealed(conn: Connection, from_seq: int | None, to_seq: int | None) -> Generator[EventRecord, None, None]:
+    e = audit_events.c
+    stmt = select(audit_events).where(e.seq.is_not(None)).order_by(e.seq)
+    if from_seq is not None:
+        stmt = stmt.where(e.seq >= from_seq)
+    if to_seq is not None:
+        stmt = stmt.where(e.seq <= to_seq)
+    with conn.execution_options(yield_per=5000).execute(stmt) as result:
+        for row in result:
+            yield event_of(row)
