@@ -9,7 +9,6 @@ import pytest
 from sqlalchemy import text
 
 from audittest import unguarded
-
 from duly.audit import AuditEntry, AuditLog, acting_as, record, system_actor
 from duly.audit.signing import generate_key_pair
 from duly.clock import ManualClock

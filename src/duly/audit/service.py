@@ -7,8 +7,8 @@ through :class:`AuditLog`.
 from __future__ import annotations
 
 import logging
-from contextlib import closing
 from collections.abc import Generator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
