@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from duly.audit import AuditLog, system_actor
 from duly.audit import record as record_audit
 from duly.audit.actors import set_actor
+from duly.audit.jobs import AUDIT_PRUNE_JOB, audit_registry
 from duly.audit.sealer import AuditSealer
 from duly.clock import Clock, SystemClock
 from duly.config import Settings
@@ -53,6 +54,7 @@ __all__ = [
 log = structlog.get_logger("duly.runtime")
 
 PRUNE_SCHEDULE = "duly.prune"
+AUDIT_PRUNE_SCHEDULE = AUDIT_PRUNE_JOB
 
 
 class DatabaseNotReady(Exception):
@@ -134,7 +136,12 @@ def job_registry(settings: Settings | None = None) -> JobRegistry:
     ``daily_balance_check`` is configured by ``settings`` (the defaults without them).
     """
     balance = balance_check_registry(settings.jobs.daily_balance_check if settings else None)
-    return builtin_registry.merged(default_registry).merged(operations_registry).merged(balance)
+    return (
+        builtin_registry.merged(default_registry)
+        .merged(audit_registry)
+        .merged(operations_registry)
+        .merged(balance)
+    )
 
 
 @dataclass
@@ -169,6 +176,17 @@ class System:
                 spec="daily:03:00",
                 timezone="UTC",
                 args={"retention_days": self.settings.engine.retention_days},
+                misfire="run_once",
+                overlap="skip",
+                source="system",
+                misfire_grace_seconds=grace,
+            ),
+            NewSchedule(
+                name=AUDIT_PRUNE_SCHEDULE,
+                job_name=AUDIT_PRUNE_JOB,
+                spec="daily:03:30",
+                timezone="UTC",
+                args={"retention_days": self.settings.audit.retention_days},
                 misfire="run_once",
                 overlap="skip",
                 source="system",
