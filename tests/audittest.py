@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import timedelta
 
 from sqlalchemy import Connection, text
 
+from duly.audit import AuditLog
+from duly.clock import SystemClock
 from duly.engine.store.sql import SqlStore
 
 _SQLITE_GUARDS = (
@@ -37,3 +40,21 @@ def unguarded(store: SqlStore) -> Iterator[Connection]:
         yield conn
         for _name, sql in saved:
             conn.execute(text(sql))
+
+
+def settle(audit: AuditLog, seconds: float = 30.0) -> int:
+    """Seal until nothing is left unsealed; how many were sealed.
+
+    On PostgreSQL the sealer waits for every transaction older than an event to end, in
+    any database of the cluster; another test run or a benchmark beside this one can hold
+    that back for a moment, so tests wait for the chain instead of sealing once.
+    """
+    clock = SystemClock()
+    deadline = clock.now() + timedelta(seconds=seconds)
+    sealed = audit.seal()
+    while audit.status().unsealed:
+        if clock.now() > deadline:
+            raise AssertionError(f"events still unsealed after {seconds} s")
+        clock.sleep_blocking(0.05)
+        sealed += audit.seal()
+    return sealed

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from audittest import settle
 from duly.audit import AuditEntry, AuditLog, record
 from duly.audit.jobs import AUDIT_PRUNE_JOB, audit_registry
 from duly.clock import ManualClock
@@ -27,17 +28,17 @@ async def test_the_retention_job_prunes_old_checkpointed_ranges_and_records_it(
     audit = AuditLog(store.engine, clock, AuditSettings(signing_key_file=tmp_path / "k.pem"))
     for name in ("a", "b", "c"):
         _event(store, clock, name)
-    audit.seal()
+    settle(audit)
     audit.checkpoint(force=True)  # the cut: 3 events, signed now
     clock.advance(timedelta(days=40))
     _event(store, clock, "d")  # newer than the retention: stays
-    audit.seal()
+    settle(audit)
     audit.checkpoint(force=True)
 
     async with EngineHarness(store, audit_registry, clock) as h:
         pruning, _ = h.client.trigger(AUDIT_PRUNE_JOB, {"retention_days": 30})
         await h.advance(timedelta(seconds=1))
-    audit.seal()
+    settle(audit)
 
     done = store.run_get(pruning.id)
     assert done is not None and done.status is RunStatus.SUCCEEDED, done

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from audittest import unguarded
+from audittest import settle, unguarded
 from duly.audit import AuditEntry, AuditLog, acting_as, record, system_actor
 from duly.audit.signing import generate_key_pair
 from duly.clock import ManualClock
@@ -42,7 +42,7 @@ def test_events_are_sealed_in_a_gap_free_chain_that_verifies(
         for n in range(7):
             write(store, entry(n))
     write(store, entry(7), entry(8))
-    audit.seal()
+    settle(audit)
     assert audit.checkpoint(force=True) is not None
 
     report = audit.verify(key=audit.verify_key())
@@ -63,7 +63,7 @@ def test_an_event_rolls_back_with_its_change(store: SqlStore, audit: AuditLog) -
         record(conn, [entry(2)], AT)
         raise RuntimeError("the change failed after its event was written")
     write(store, entry(3))
-    audit.seal()
+    settle(audit)
 
     with store.engine.connect() as conn:
         ids = conn.execute(text("SELECT object_id FROM audit_events ORDER BY seq")).scalars().all()
@@ -75,7 +75,7 @@ def test_a_checkpoint_signed_by_another_key_fails_verification(
     store: SqlStore, audit: AuditLog, tmp_path: Path
 ) -> None:
     write(store, entry(1), entry(2))
-    audit.seal()
+    settle(audit)
     audit.checkpoint(force=True)
     other = generate_key_pair(tmp_path / "other.pem")
 
@@ -91,7 +91,7 @@ def test_a_changed_detail_is_caught_at_its_sequence_number(
 ) -> None:
     for n in range(5):
         write(store, entry(n))
-    audit.seal()
+    settle(audit)
     with unguarded(store) as conn:
         conn.execute(
             text("UPDATE audit_events SET details = :d WHERE seq = 3"), {"d": '{"paused":true}'}
@@ -107,7 +107,7 @@ def test_the_database_refuses_edits_and_deletes_of_audit_rows(
     store: SqlStore, audit: AuditLog
 ) -> None:
     write(store, entry(1))
-    audit.seal()
+    settle(audit)
     for statement in (
         "UPDATE audit_events SET actor = 'someone' WHERE seq = 1",
         "DELETE FROM audit_events WHERE seq = 1",
@@ -124,16 +124,16 @@ def test_pruning_keeps_the_checkpoint_at_the_cut_so_the_rest_still_verifies(
 ) -> None:
     for n in range(4):
         write(store, entry(n), at=clock.now())
-    audit.seal()
+    settle(audit)
     cut = audit.checkpoint(force=True)
     assert cut is not None and cut.seq == 4
     clock.advance(timedelta(days=10))
     write(store, entry(5), at=clock.now())
-    audit.seal()
+    settle(audit)
     audit.checkpoint(force=True)
 
     removed, through = audit.prune(retention_days=5)
-    audit.seal()
+    settle(audit)
 
     assert (removed, through) == (4, 4)
     report = audit.verify(key=audit.verify_key())
@@ -159,7 +159,7 @@ def test_on_postgres_an_open_transaction_holds_back_the_events_committed_after_i
 
     slow_tx.commit()
     slow.close()
-    assert audit.seal() == 2
+    assert settle(audit) == 2
     with store.engine.connect() as conn:
         order = (
             conn.execute(text("SELECT object_id FROM audit_events ORDER BY seq")).scalars().all()

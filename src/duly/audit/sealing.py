@@ -11,7 +11,8 @@ read in a statement *before* the one that reads the events: under READ COMMITTED
 statement sees everything committed before it began, so every transaction under the
 horizon is visible to the read. One sealer at a time holds the advisory lock; the others
 skip their turn. Sealing lags commits by the sealer's interval, plus the length of the
-longest transaction open at the time.
+longest transaction open at the time — in any database of the cluster, since transaction
+ids are the cluster's. Recording never waits; only the chain's tail does.
 
 **SQLite** seals at insert (:func:`duly.audit.recorder.record`); only checkpoints and
 pruning happen here.
