@@ -442,3 +442,23 @@ def auth(store: SqlStore, api_clock: Clock) -> ApiAuth:
         return issued[key]
 
     return header
+
+
+# -- the dashboard (/ui) over httpx, mounted on the API as ``duly serve`` does ----------------
+
+
+@pytest.fixture
+def ui_app(app: FastAPI, api_settings: Settings, store: SqlStore, api_clock: Clock) -> FastAPI:
+    """The API with the dashboard mounted at ``/ui`` (what ``duly serve`` answers)."""
+    from duly.web import create_dashboard
+
+    app.mount("/ui", create_dashboard(api_settings, store, job_registry(api_settings), api_clock))
+    return app
+
+
+@pytest.fixture
+async def ui(ui_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser-like client on the dashboard (keeps cookies; no redirects followed)."""
+    transport = httpx.ASGITransport(app=ui_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://duly.test") as client:
+        yield client

@@ -267,7 +267,7 @@ def spec_of(kind: str, at: str, days: list[str]) -> str:
         chosen = [d for d in WEEKDAYS if d in days]
         if not chosen or len(chosen) != len(set(days)):
             raise WebError(422, "Weekly: choose at least one day (mon … sun).")
-        return f"weekly:{','.join(chosen)}:{at}"
+        return f"weekly:{','.join(chosen)}@{at}"
     raise WebError(422, "Repeat: choose daily, weekdays or weekly.")
 
 
@@ -522,7 +522,7 @@ def audit(request: Request) -> Response:
     events = dash.audit.list(AuditFilter(limit=50))
     report = dash.audit.verify() if request.query_params.get("verify") == "1" else None
     checked_at = dash.clock.now() if report is not None else None
-    return render(request, "audit.html", status=status, events=events, report=report,
+    return render(request, "audit.html", chain=status, events=events, report=report,
                   checked_at=checked_at)  # fmt: skip
 
 
