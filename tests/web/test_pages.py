@@ -27,7 +27,7 @@ from duly.operations.demo import seed_demo_bank
 from duly.operations.recurring.service import RecurringPayments
 from duly.operations.transfers.service import ScheduledTransfers
 from duly.runtime import job_registry
-from webtest import csrf_of, page, sign_in, text_of
+from webtest import page, sign_in, text_of
 
 NOW = datetime(2026, 3, 3, 0, 0, tzinfo=UTC)
 

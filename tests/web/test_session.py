@@ -14,10 +14,10 @@ from duly.auth.roles import Role
 from duly.auth.service import TokenService
 from duly.auth.sessions import SessionSigner, load_session_secret
 from duly.clock import ManualClock
+from duly.engine.client import EngineClient
 from duly.engine.store.base import NewSchedule
 from duly.engine.store.sql import SqlStore
 from duly.runtime import job_registry
-from duly.engine.client import EngineClient
 from duly.web.app import DEFAULT_SESSION_LIFETIME
 from duly.web.session import COOKIE
 from webtest import csrf_of, sign_in
