@@ -13,11 +13,12 @@ the database (the simulator, in memory, is loaded again).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, date, timedelta
 
 from duly.banking.customers import Customers, NewAccount, NewCustomer
 from duly.banking.simulator import BankSimulator
 from duly.engine.client import EngineClient
+from duly.engine.store.base import NewAlert
 from duly.operations.balance_check.models import JOB_NAME
 from duly.operations.demo import DEMO_CUSTOMERS, account_id
 
@@ -87,4 +88,24 @@ def seed_demo_night(client: EngineClient) -> DemoNight:
         idempotency_key=f"demo-night:{night.isoformat()}",
         origin="backfill",
     )
+    if queued:
+        _demo_alerts(client, night)
     return DemoNight(added, run.id, night.isoformat(), queued)
+
+
+def _demo_alerts(client: EngineClient, night: date) -> None:
+    """Two alerts of the kinds operators see, so the dashboard has something to acknowledge."""
+    now = client.clock.now()
+    earlier = (night - timedelta(days=2)).isoformat()
+    command = f"duly trigger {JOB_NAME} --arg business_date={earlier}"
+    client.store.alert_raise(NewAlert(
+        dedupe_key=f"demo:balance_check.missed_night:{earlier}", rule="balance_check.missed_night",
+        severity="high", title=f"{JOB_NAME} never completed for business date {earlier}; "
+        f"backfill with `{command}` (demo)", now=now,
+        details={"business_date": earlier, "backfill": command}, job_name=JOB_NAME,
+    ))  # fmt: skip
+    client.store.alert_raise(NewAlert(
+        dedupe_key="demo:node.lost:demo-old-node", rule="node.lost", severity="medium",
+        title="node demo-old-node stopped heartbeating; its runs were taken back (demo)", now=now,
+        details={"node": "demo-old-node"},
+    ))  # fmt: skip
