@@ -9,12 +9,11 @@ scheduled runs of the last hour, queue depth per job, the nodes, and the next fi
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from duly.engine.store.base import NodeRow, ScheduleRow
-from duly.engine.store.overview import QueueDepth, RunStamp
+from duly.engine.store.overview import HourCount, QueueDepth
 from duly.engine.store.sql import SqlStore
 
 __all__ = [
@@ -86,23 +85,18 @@ def _hour(instant: datetime) -> datetime:
     return instant.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def _by_hour(stamps: list[RunStamp], first: datetime) -> list[HourStatus]:
-    buckets: dict[datetime, Counter[str]] = {first + timedelta(hours=i): Counter()
-                                             for i in range(HOURS)}  # fmt: skip
-    for stamp in stamps:
-        bucket = buckets.get(_hour(stamp.scheduled_for))
+def _by_hour(counts: list[HourCount], first: datetime) -> list[HourStatus]:
+    buckets: dict[datetime, dict[str, int]] = {first + timedelta(hours=i): {}
+                                               for i in range(HOURS)}  # fmt: skip
+    for c in counts:
+        bucket = buckets.get(c.hour)
         if bucket is not None:
-            bucket[stamp.status] += 1
-    return [HourStatus(h, dict(c)) for h, c in sorted(buckets.items())]
+            bucket[c.status] = bucket.get(c.status, 0) + c.count
+    return [HourStatus(h, c) for h, c in sorted(buckets.items())]
 
 
-def _lateness(stamps: list[RunStamp], since: datetime) -> Lateness:
-    late = [
-        max(0.0, (s.started_at - s.scheduled_for).total_seconds())
-        for s in stamps
-        if s.origin == "schedule" and s.started_at is not None and s.scheduled_for >= since
-    ]
-    return Lateness(len(late), percentile(late, 50), percentile(late, 99))
+def _lateness(delays: list[float]) -> Lateness:
+    return Lateness(len(delays), percentile(delays, 50), percentile(delays, 99))
 
 
 def _nodes(store: SqlStore, now: datetime) -> list[NodeState]:
@@ -118,13 +112,12 @@ def _nodes(store: SqlStore, now: datetime) -> list[NodeState]:
 def operations_overview(store: SqlStore, now: datetime, upcoming: int = 20) -> OperationsOverview:
     """The overview at ``now`` (see the module docstring); ``upcoming`` next fires."""
     first = _hour(now) - timedelta(hours=HOURS - 1)
-    stamps = store.run_stamps(first, now + timedelta(seconds=1))
-    active = store.run_active_counts()
+    end = now + timedelta(microseconds=1)  # the runs due this very instant count
     return OperationsOverview(
         now=now,
-        active=active,
-        by_hour=_by_hour(stamps, first),
-        lateness=_lateness(stamps, now - LATENESS_PERIOD),
+        active=store.run_active_counts(),
+        by_hour=_by_hour(store.run_hour_counts(first, end), first),
+        lateness=_lateness(store.run_start_delays(now - LATENESS_PERIOD, end)),
         queues=store.run_queue_depths(now),
         nodes=_nodes(store, now),
         upcoming=store.schedule_upcoming(upcoming),

@@ -10,27 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import and_, case, func, select
 
 from duly.engine.states import ACTIVE
 from duly.engine.store.base import RunRow, ScheduleRow
+from duly.engine.store.dialect import utc_hour
 from duly.engine.store.plumbing import SqlBase
-from duly.engine.store.rows import aware, run_row, schedule_row
+from duly.engine.store.rows import run_row, schedule_row
 from duly.engine.store.schema import runs, schedules
 
-__all__ = ["OverviewQueries", "QueueDepth", "RunStamp"]
+__all__ = ["HourCount", "OverviewQueries", "QueueDepth"]
 
 
 @dataclass(frozen=True, slots=True)
-class RunStamp:
-    """When a run was due and when it started (``None`` until it has), with its status."""
+class HourCount:
+    """Runs scheduled in the UTC hour starting at ``hour`` that are in ``status`` now."""
 
+    hour: datetime
     status: str
-    origin: str
-    scheduled_for: datetime
-    started_at: datetime | None
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,17 +58,30 @@ class OverviewQueries(SqlBase):
         counts.update({str(status): int(n) for status, n in rows})
         return counts
 
-    def run_stamps(self, since: datetime, until: datetime) -> list[RunStamp]:
-        """Every run scheduled in ``[since, until)``: status, origin, due and start times."""
+    def run_hour_counts(self, since: datetime, until: datetime) -> list[HourCount]:
+        """Runs scheduled in ``[since, until)`` per UTC hour and status, counted in SQL."""
+        r = runs.c
+        hour = utc_hour(r.scheduled_for, postgres=self.is_postgres)
+        with self._read() as conn:
+            rows = conn.execute(
+                select(hour, r.status, func.count())
+                .where(r.scheduled_for >= since, r.scheduled_for < until)
+                .group_by(hour, r.status)
+            ).all()
+        return [HourCount(datetime.strptime(h, "%Y-%m-%d %H").replace(tzinfo=UTC), str(s), int(n))
+                for h, s, n in rows]  # fmt: skip
+
+    def run_start_delays(self, since: datetime, until: datetime) -> list[float]:
+        """Seconds from due to start of the scheduled runs due in ``[since, until)`` that started."""
         r = runs.c
         with self._read() as conn:
             rows = conn.execute(
-                select(r.status, r.origin, r.scheduled_for, r.started_at).where(
-                    r.scheduled_for >= since, r.scheduled_for < until
+                select(r.scheduled_for, r.started_at).where(
+                    r.scheduled_for >= since, r.scheduled_for < until, r.origin == "schedule",
+                    r.started_at.is_not(None),
                 )
-            ).all()
-        return [RunStamp(str(s), str(o), aware(due) or since, aware(began))
-                for s, o, due, began in rows]  # fmt: skip
+            ).all()  # fmt: skip
+        return [max(0.0, (b - a).total_seconds()) for a, b in rows]
 
     def run_queue_depths(self, now: datetime) -> list[QueueDepth]:
         """Runs waiting to be claimed, per queue and job; ``due`` counts those claimable now."""
