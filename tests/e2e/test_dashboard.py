@@ -76,10 +76,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     env["PYTHONPATH"] = os.pathsep.join([str(Path(duly.__file__).resolve().parents[1]),
                                          *filter(None, [env.get("PYTHONPATH")])])  # fmt: skip
     port = _free_port()
+    log = (home / "serve.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "duly", "serve", "--demo", "--port", str(port)],
-        cwd=home, env=env, stdout=subprocess.PIPE, stderr=(home / "serve.log").open("wb"),
-        text=True,
+        cwd=home, env=env, stdout=subprocess.PIPE, stderr=log, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
     lines: list[str] = []
@@ -90,6 +90,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             break
     if not any(line.startswith("Admin token") for line in lines):
         proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        log.close()
         pytest.fail(
             f"duly serve --demo printed no token: {lines}\n{(home / 'serve.log').read_text()[-3000:]}"
         )
@@ -105,6 +108,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        proc.stdout.close()
+        log.close()
         print(f"\ndashboard screenshots: {shots}")
 
 
