@@ -49,19 +49,28 @@ from duly.runtime import job_registry
 
 PG_URL = os.environ.get("DULY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("DULY_REQUIRE_PG") == "1"
+#: CI: the browser tests (tests/e2e) must run: a missing chromium fails instead of skipping.
+REQUIRE_BROWSER = os.environ.get("DULY_REQUIRE_BROWSER") == "1"
 _pg_passed = 0
+_browser_passed = 0
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    global _pg_passed
+    global _pg_passed, _browser_passed
     if report.when == "call" and report.passed and "postgres" in report.keywords:
         _pg_passed += 1
+    if report.when == "call" and report.passed and "browser" in report.keywords:
+        _browser_passed += 1
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     collected_pg = any("postgres" in item.keywords for item in session.items)
     if REQUIRE_PG and collected_pg and _pg_passed == 0:
         print("\nDULY_REQUIRE_PG=1 but no PostgreSQL test passed")
+        session.exitstatus = 1
+    collected_browser = any("browser" in item.keywords for item in session.items)
+    if REQUIRE_BROWSER and collected_browser and _browser_passed == 0:
+        print("\nDULY_REQUIRE_BROWSER=1 but no browser test passed")
         session.exitstatus = 1
 
 
@@ -442,3 +451,23 @@ def auth(store: SqlStore, api_clock: Clock) -> ApiAuth:
         return issued[key]
 
     return header
+
+
+# -- the dashboard (/ui) over httpx, mounted on the API as ``duly serve`` does ----------------
+
+
+@pytest.fixture
+def ui_app(app: FastAPI, api_settings: Settings, store: SqlStore, api_clock: Clock) -> FastAPI:
+    """The API with the dashboard mounted at ``/ui`` (what ``duly serve`` answers)."""
+    from duly.web import create_dashboard
+
+    app.mount("/ui", create_dashboard(api_settings, store, job_registry(api_settings), api_clock))
+    return app
+
+
+@pytest.fixture
+async def ui(ui_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser-like client on the dashboard (keeps cookies; no redirects followed)."""
+    transport = httpx.ASGITransport(app=ui_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://duly.test") as client:
+        yield client

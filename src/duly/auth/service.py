@@ -89,6 +89,11 @@ class Principal:
     name: str
     role: Role
 
+    @property
+    def recorded_as(self) -> str:
+        """How a change this principal makes is attributed (``token:<id>:<name>``)."""
+        return f"token:{self.token_id}:{self.name}"
+
 
 _COLUMNS = [c for c in tokens.c if c.name != "secret_hash"]
 

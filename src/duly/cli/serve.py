@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
@@ -13,6 +14,7 @@ from duly.cli.common import fail, open_system
 from duly.version import __version__
 
 if TYPE_CHECKING:
+    from duly.banking.simulator import BankSimulator
     from duly.runtime import System
 
 
@@ -47,22 +49,31 @@ def _serve(
     from duly.runtime import run_node
 
     _import_job_modules(modules or [])
+    sim = _demo_bank_simulator() if demo else None
     with open_system(auto_upgrade=True) as system:
         sock = _bind(*listen) if listen else None
         names = system.sync_schedules()
         if demo:
             names += _demo_schedules(system)  # the sweep again (every minute): named once
-        where = f"; API on {_url(sock)} (OpenAPI at {_url(sock)}/docs)" if sock else ""
+            _demo_night(system, sim)
+        where = (f"; API on {_url(sock)} (OpenAPI at {_url(sock)}/docs), dashboard on "
+                 f"{_url(sock)}/ui/" if sock else "")  # fmt: skip
         typer.echo(
             f"duly {__version__}: node {system.options.node_name} on "
             f"{system.store.dialect}; roles {', '.join(roles)}{where}; schedules: "
             f"{', '.join(dict.fromkeys(names))}. Ctrl-C to stop.",
             err=True,
         )
-        if sock is None:
-            asyncio.run(run_node(system, roles))
-        else:
-            asyncio.run(_run_with_api(system, roles, sock))
+        if demo and sock is not None:
+            _print_demo_welcome(system, sock)
+        try:
+            if sock is None:
+                asyncio.run(run_node(system, roles))
+            else:
+                asyncio.run(_run_with_api(system, roles, sock))
+        finally:
+            if sim is not None:
+                sim.stop()
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -93,13 +104,11 @@ async def _run_with_api(system: System, roles: tuple[str, ...], sock: socket.soc
     """The node and uvicorn on one event loop; SIGTERM/SIGINT stop both, the API first."""
     import uvicorn
 
-    from duly.api.app import create_app
     from duly.engine.node import Node
     from duly.runtime import run_node
 
     nodes: list[Node] = []
-    app = create_app(system.settings, system.store, system.registry, system.clock,
-                     health_probe=lambda: nodes[0].loops_alive() if nodes else {})  # fmt: skip
+    app = http_app(system, health_probe=lambda: nodes[0].loops_alive() if nodes else {})
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
                             log_level="warning", server_header=False)  # fmt: skip
     server = _api_server(config)
@@ -118,6 +127,61 @@ async def _run_with_api(system: System, roles: tuple[str, ...], sock: socket.soc
         await node
         watcher.cancel()
         sock.close()
+
+
+def http_app(system: System, *, health_probe: Any = None) -> Any:
+    """The API with the dashboard mounted at ``/ui``: what ``duly serve`` answers on HTTP."""
+    from duly.api.app import create_app
+    from duly.web import create_dashboard
+
+    app = create_app(system.settings, system.store, system.registry, system.clock,
+                     health_probe=health_probe)  # fmt: skip
+    app.mount("/ui", create_dashboard(system.settings, system.store, system.registry,
+                                      system.clock))  # fmt: skip
+    return app
+
+
+def _demo_bank_simulator() -> BankSimulator:
+    """The demo's core bank: a simulator on loopback, read by the nightly balance check.
+
+    Set before the settings are read, so the check's ``bank`` is ``http`` at this URL
+    (unless the environment already names a bank for it).
+    """
+    from duly.banking.simulator import BankSimulator
+
+    sim = BankSimulator(seed=1).start()
+    if "DULY_JOBS__DAILY_BALANCE_CHECK__BANK" not in os.environ:
+        os.environ["DULY_JOBS__DAILY_BALANCE_CHECK__BANK"] = "http"
+        os.environ["DULY_BANK_HTTP_URL"] = sim.url
+    return sim
+
+
+def _demo_night(system: System, sim: BankSimulator | None) -> None:
+    from duly.operations.demo_night import load_simulator, seed_demo_night
+
+    night = seed_demo_night(system.client)
+    if sim is not None:
+        load_simulator(sim)
+    typer.echo(
+        f"demo bank: {night.customers} premium customer(s) added for the nightly check; the "
+        f"check of {night.business_date} (run {night.run_id}) reads the bank simulator at "
+        f"{sim.url if sim else '(none)'}",
+        err=True,
+    )
+
+
+def _print_demo_welcome(system: System, sock: socket.socket) -> None:
+    """The dashboard's address and a new admin token, on standard output (shown once)."""
+    import secrets
+
+    from duly.auth.roles import Role
+    from duly.auth.service import TokenService
+
+    created = TokenService(system.store.engine, system.clock).create(
+        f"demo-admin-{secrets.token_hex(3)}", Role.ADMIN, created_by="duly serve --demo"
+    )
+    typer.echo(f"Dashboard: {_url(sock)}/ui/")
+    typer.echo(f"Admin token (shown once; sign in with it): {created.text}")
 
 
 def _api_server(config: Any) -> Any:

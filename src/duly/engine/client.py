@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from duly.clock import Clock
-from duly.engine.errors import NotFound
+from duly.engine.errors import NotFound, ScheduleExists
+from duly.engine.overview import OperationsOverview, operations_overview
 from duly.engine.registry import JobRegistry
 from duly.engine.states import FINAL
 from duly.engine.store.base import (
@@ -20,7 +23,8 @@ from duly.engine.store.base import (
     ScheduleRow,
 )
 from duly.engine.store.sql import SqlStore
-from duly.engine.triggers import first_fire, trigger_for
+from duly.engine.triggers import first_fire, next_fires, trigger_for
+from duly.timing import parse_trigger
 
 __all__ = ["EngineClient"]
 
@@ -73,6 +77,56 @@ class EngineClient:
         trigger_for(new)  # raises SpecError on a bad spec, before anything is written
         now = self.clock.now()
         return self.store.schedule_upsert(new, now, lambda s: first_fire(s, now))
+
+    def create_schedule(self, new: NewSchedule) -> tuple[ScheduleRow, bool]:
+        """Create a schedule; returns it and whether this call created it.
+
+        The same definition made again (a request replayed after a crash) answers the
+        existing schedule, unchanged.
+
+        :raises ScheduleExists: a schedule of that name has another definition.
+        :raises UnknownJob: no such job. :raises SpecError: a bad spec.
+        """
+        existing = self.store.schedule_get(new.name)
+        if existing is not None:
+            same = NewSchedule(**{f.name: getattr(existing, f.name) for f in fields(NewSchedule)})
+            if same == new:
+                return existing, False
+            raise ScheduleExists(f"a schedule named {new.name!r} exists")
+        return self.upsert_schedule(new), True
+
+    def preview(
+        self,
+        spec: str,
+        tz: str = "UTC",
+        *,
+        after: datetime | None = None,
+        count: int = 10,
+        calendar: str | None = None,
+        adjust: str = "none",
+    ) -> list[datetime]:
+        """The next ``count`` fires of ``spec`` in ``tz`` after ``after`` (default now), in ``tz``.
+
+        :raises SpecError: a bad spec, zone, calendar or convention.
+        """
+        trigger = parse_trigger(spec, tz, calendar=calendar, adjust=adjust)
+        zone = ZoneInfo(tz)
+        return [f.astimezone(zone) for f in next_fires(trigger, after or self.clock.now(), count)]
+
+    def schedule_preview(
+        self, row: ScheduleRow, *, after: datetime | None = None, count: int = 10
+    ) -> list[datetime]:
+        """The next ``count`` fires of a stored schedule, in its zone.
+
+        :raises SpecError: its definition no longer makes a trigger.
+        """
+        zone = ZoneInfo(row.timezone)
+        fires = next_fires(trigger_for(row), after or self.clock.now(), count)
+        return [f.astimezone(zone) for f in fires]
+
+    def overview(self) -> OperationsOverview:
+        """The operations overview now (see :mod:`duly.engine.overview`)."""
+        return operations_overview(self.store, self.clock.now())
 
     def pause(self, name: str) -> ScheduleRow:
         """Stop firing ``name``."""

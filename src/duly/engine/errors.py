@@ -11,6 +11,7 @@ __all__ = [
     "NotFound",
     "RunConflict",
     "ScheduleBroken",
+    "ScheduleExists",
     "UnknownJob",
 ]
 
@@ -56,6 +57,10 @@ class NotFound(EngineError):
 
 class RunConflict(EngineError):
     """The run is not in a state that allows the operation."""
+
+
+class ScheduleExists(EngineError):
+    """A schedule of that name exists with another definition (creating never overwrites)."""
 
 
 class ScheduleBroken(EngineError):

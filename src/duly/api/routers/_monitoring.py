@@ -83,5 +83,4 @@ def period(
 
 def actor_of(request: Request) -> str:
     """Who a change is recorded as: the calling token's id and name."""
-    who = principal_of(request)
-    return f"token:{who.token_id}:{who.name}"
+    return principal_of(request).recorded_as

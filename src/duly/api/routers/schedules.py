@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo
 
 import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request
@@ -25,10 +24,9 @@ from duly.api.paths import API_PREFIX
 from duly.api.schemas import Instant, Response
 from duly.api.schemas import Request as Body
 from duly.api.security import OPS, READ_ALL, roles
-from duly.engine.errors import UnknownJob
+from duly.engine.errors import ScheduleExists, UnknownJob
 from duly.engine.store.base import NewSchedule, ScheduleRow
-from duly.engine.triggers import next_fires, trigger_for
-from duly.timing import SpecError, parse_trigger
+from duly.timing import SpecError
 
 router = APIRouter(prefix=f"{API_PREFIX}/schedules", tags=["schedules"])
 
@@ -136,11 +134,6 @@ def _get(ctx: Ctx, name: str) -> ScheduleRow:
     return row
 
 
-def _in_zone(fires: list[datetime], tz: str) -> list[datetime]:
-    zone = ZoneInfo(tz)
-    return [f.astimezone(zone) for f in fires]
-
-
 @router.get("", summary="Every schedule, by name", **roles(*READ_ALL))
 def list_schedules(ctx: Ctx, limit: Limit = 50, cursor: Cursor = None) -> Page[Schedule]:
     after = decode_cursor(cursor, str)
@@ -159,9 +152,8 @@ def preview_spec(
     calendar: Annotated[str | None, Query(min_length=2, max_length=32)] = None,
     adjust: Convention = "none",
 ) -> Preview:
-    trigger = parse_trigger(spec, tz, calendar=calendar, adjust=adjust)
-    fires = next_fires(trigger, after or ctx.clock.now(), count)
-    return Preview(timezone=tz, fires=_in_zone(fires, tz))
+    fires = ctx.client.preview(spec, tz, after=after, count=count, calendar=calendar, adjust=adjust)
+    return Preview(timezone=tz, fires=fires)
 
 
 @router.post("", status_code=201, summary="Create a schedule of a registered job",
@@ -175,14 +167,10 @@ async def create_schedule(
     new = _new(body)
 
     def create() -> Created:
-        existing = ctx.store.schedule_get(new.name)
-        if existing is not None:
-            if _as_new(existing) == new:  # this very request, made again after a crash
-                return Created(201, schedule_out(existing).model_dump(mode="json"),
-                               f"/api/v1/schedules/{new.name}")  # fmt: skip
-            raise ApiError(409, f"a schedule named {new.name!r} exists", code="ALREADY_EXISTS")
         try:
-            row = ctx.client.upsert_schedule(new)
+            row, _ = ctx.client.create_schedule(new)
+        except ScheduleExists as exc:
+            raise ApiError(409, str(exc), code="ALREADY_EXISTS") from None
         except UnknownJob as exc:
             raise ApiError(422, f"job: {exc}", code="UNKNOWN_JOB") from None
         return Created(201, schedule_out(row).model_dump(mode="json"),
@@ -237,8 +225,7 @@ def preview_schedule(
 ) -> Preview:
     row = _get(ctx, name)
     try:
-        trigger = trigger_for(row)
+        fires = ctx.client.schedule_preview(row, after=after, count=count)
     except SpecError as exc:
         raise ApiError(409, f"schedule {name!r} cannot fire: {exc}", code="SCHEDULE_BROKEN") from None
-    fires = next_fires(trigger, after or ctx.clock.now(), count)
-    return Preview(timezone=row.timezone, fires=_in_zone(fires, row.timezone))
+    return Preview(timezone=row.timezone, fires=fires)

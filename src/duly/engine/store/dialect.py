@@ -9,7 +9,7 @@ import zlib
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, Connection, Table, any_, bindparam, insert
+from sqlalchemy import JSON, ColumnElement, Connection, Table, any_, bindparam, func, insert
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -86,6 +86,17 @@ def _unnest_insert(dialect: Any, table: Table, names: tuple[str, ...], skip: boo
         f" FROM unnest({', '.join(arrays)}) AS v({aliases})"
         + (" ON CONFLICT DO NOTHING" if skip else "")
     )
+
+
+def utc_hour(column: Any, *, postgres: bool) -> ColumnElement[str]:
+    """``column``'s UTC hour as text ``YYYY-MM-DD HH``, to group instants by hour in SQL.
+
+    SQLite stores instants as fixed-width UTC text (see ``UTCDateTime``), so its first 13
+    characters are the hour; PostgreSQL formats the ``timestamptz`` in UTC.
+    """
+    if postgres:
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD HH24")
+    return func.substr(column, 1, 13)
 
 
 def lock_id(key: str) -> int:

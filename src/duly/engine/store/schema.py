@@ -160,6 +160,9 @@ Index(
 )
 Index("ix_runs_job_status", runs.c.job_name, runs.c.status, runs.c.scheduled_for)
 Index("ix_runs_status_scheduled", runs.c.status, runs.c.scheduled_for)
+# A period of runs (the overview's runs by hour and lateness) and one job's newest runs.
+Index("ix_runs_scheduled_for", runs.c.scheduled_for)
+Index("ix_runs_job_id", runs.c.job_name, runs.c.id)
 
 job_executions = Table(
     "job_executions",
@@ -219,3 +222,4 @@ alerts = Table(
 _open = text("status <> 'resolved'")
 Index("ix_alerts_open_key", alerts.c.dedupe_key, postgresql_where=_open, sqlite_where=_open)
 Index("ix_alerts_raised", alerts.c.last_raised_at)
+Index("ix_alerts_status_id", alerts.c.status, alerts.c.id)  # the newest alerts of one status

@@ -18,6 +18,7 @@ from duly.engine.store.completions import CompletionQueries
 from duly.engine.store.connect import create_db_engine
 from duly.engine.store.executions import ExecutionQueries
 from duly.engine.store.nodes import NodeQueries
+from duly.engine.store.overview import OverviewQueries
 from duly.engine.store.plumbing import SqlBase, SqlEffects
 from duly.engine.store.runs import RunQueries
 from duly.engine.store.schedules import ScheduleQueries
@@ -35,6 +36,7 @@ class SqlStore(
     NodeQueries,
     AlertQueries,
     ExecutionQueries,
+    OverviewQueries,
     SqlBase,
 ):
     """The :class:`~duly.engine.store.base.Store` over SQLAlchemy Core."""

@@ -200,6 +200,12 @@ class RecurringPayments:
             rows = conn.execute(stmt).all()
         return [occurrence_row(r) for r in rows]
 
+    def occurrence(self, occurrence_id: int) -> OccurrenceRow | None:
+        """The occurrence ``occurrence_id`` (a run's ``ref_id``), if any."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_O).where(_O.c.id == occurrence_id)).one_or_none()
+        return occurrence_row(row) if row is not None else None
+
     def preview(self, payment_id: int, count: int = 10) -> list[PlannedOccurrence]:
         """The next ``count`` occurrences from now, as planned.
 
