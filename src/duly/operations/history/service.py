@@ -1,31 +1,40 @@
-"""A customer's execution history: every transfer and recurring occurrence, with its attempts.
+"""A customer's execution history: transfers, recurring occurrences, reminders sent, balance checks.
 
 Each entry has what a customer (or the API, CSV and PDF exports built on it) needs: what it
-was, when it was scheduled, when it executed, its status, the amount, and — if it failed —
-the reason code, its description and the suggested action (from ``error_codes``).
+was, when it was scheduled, started and finished (in the customer's time zone), its status,
+the amount and masked counterparty, and — if it failed — the taxonomy code, its description
+and the suggested action (from ``error_codes``).
 
-Entries are ordered newest scheduled first; pages are cut with an opaque cursor (keyset
-pagination on ``(scheduled_for, kind, id)``), so a page never repeats or skips an entry while
-new ones are added.
+The history is read from the operations' own tables, one keyset query per kind, merged:
+each query reads at most a page plus one from its ``(customer_id, time, id)`` index, so a
+page costs the same at any depth and any history size. Entries are ordered newest scheduled
+first, then by kind, then by id; a cursor is the last entry's key, so a page never repeats
+or skips an entry while new ones are added.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_CEILING, ROUND_FLOOR
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, and_, or_, select
+from sqlalchemy import Connection, Engine, and_, func, literal, or_, select, tuple_
 
-from duly.banking.money import from_minor, mask_account
-from duly.banking.schema import error_codes
-from duly.operations.errors import InvalidRequest
+from duly.banking.money import MINOR_UNITS, from_minor, mask_account
+from duly.banking.schema import customer_pii, customers, error_codes
+from duly.engine.store.types import UTCDateTime
+from duly.notify.schema import deliveries, reminders
+from duly.operations.balance_check.models import balance_check_results
+from duly.operations.errors import InvalidRequest, NotFound
 from duly.operations.execution.models import payment_attempts
 from duly.operations.history.models import (
     KINDS,
     MAX_LIMIT,
-    AttemptEntry,
+    CustomerInfo,
     HistoryEntry,
     HistoryFilter,
     HistoryPage,
@@ -33,10 +42,45 @@ from duly.operations.history.models import (
 from duly.operations.recurring.models import recurring_occurrences, recurring_payments
 from duly.operations.transfers.models import scheduled_transfers
 
-__all__ = ["history"]
+__all__ = ["STATUSES", "count", "customer_info", "entries", "history", "local_range"]
 
-#: Position of each kind in the order of entries scheduled at the same instant.
-_RANK = {"transfer": 0, "recurring": 1}
+#: Position of each kind among entries scheduled at the same instant.
+_RANK = {kind: rank for rank, kind in enumerate(KINDS)}
+
+#: A balance check's outcome as the history shows it (the table keeps PASS/FAIL/ERROR).
+_CHECK_STATUS = {"PASS": "passed", "FAIL": "below_minimum", "ERROR": "error"}
+
+#: Every status an entry can have, by kind.
+STATUSES: dict[str, tuple[str, ...]] = {
+    "transfer": ("scheduled", "executing", "executed", "failed", "cancelled"),
+    "recurring": ("scheduled", "executing", "retrying", "executed", "failed", "skipped",
+                  "cancelled"),
+    "reminder": ("pending", "sending", "sent", "failed", "cancelled"),
+    "balance_check": tuple(_CHECK_STATUS.values()),
+}  # fmt: skip
+
+#: Statuses whose error code is the entry's failure (a retrying one shows why it waits).
+_FAILING = frozenset({"failed", "retrying", "executing", "skipped", "error"})
+
+Key = tuple[datetime, int, int]
+
+
+def customer_info(engine: Engine, customer_id: int) -> CustomerInfo:
+    """The customer whose history is asked for.
+
+    :raises NotFound: there is no such customer.
+    """
+    c, pii = customers, customer_pii
+    query = (
+        select(c.c.id, c.c.external_id, c.c.timezone, pii.c.name)
+        .outerjoin(pii, pii.c.customer_id == c.c.id)
+        .where(c.c.id == customer_id)
+    )
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    if row is None:
+        raise NotFound(f"no customer {customer_id}")
+    return CustomerInfo(int(row.id), row.external_id, row.name, row.timezone)
 
 
 def history(
@@ -44,83 +88,213 @@ def history(
 ) -> HistoryPage:
     """One page of the customer's history, newest scheduled first.
 
-    :raises InvalidRequest: a bad cursor, kind or limit.
+    :raises InvalidRequest: a bad cursor, kind, status, range or limit.
+    :raises NotFound: there is no such customer.
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be 1–{MAX_LIMIT}")
-    unknown = set(flt.kinds) - set(KINDS)
-    if unknown:
-        raise InvalidRequest(
-            f"unknown kind(s) {', '.join(sorted(unknown))}: use transfer, recurring"
-        )
+    check_filter(flt)
+    who = customer_info(engine, flt.customer_id)
     after = _decode(cursor) if cursor else None
+    page, more = _page(engine, flt, after, limit, ZoneInfo(who.timezone))
+    next_cursor = _encode(_key(page[-1][0])) if more and page else None
+    return HistoryPage(tuple(e for _, e in page), next_cursor)
+
+
+def entries(engine: Engine, flt: HistoryFilter, *, chunk: int = 1000) -> Iterator[HistoryEntry]:
+    """Every entry of the filter, newest first, read ``chunk`` at a time (for exports).
+
+    Each chunk is its own short read, so an export of any size holds one chunk in memory
+    and no transaction open; entries added meanwhile are neither repeated nor skipped.
+
+    :raises InvalidRequest: a bad filter. :raises NotFound: no such customer.
+    """
+    check_filter(flt)
+    tz = ZoneInfo(customer_info(engine, flt.customer_id).timezone)
+    after: Key | None = None
+    while True:
+        page, more = _page(engine, flt, after, chunk, tz)
+        for _, entry in page:
+            yield entry
+        if not more or not page:
+            return
+        after = _key(page[-1][0])
+
+
+def count(engine: Engine, flt: HistoryFilter) -> int:
+    """How many entries the filter selects (an export's progress bar)."""
+    check_filter(flt)
+    total = 0
+    with engine.connect() as conn:
+        for kind in flt.kinds:
+            query = _SOURCES[kind](flt, None, None)
+            if query is not None:
+                total += int(
+                    conn.execute(
+                        select(func.count()).select_from(query.order_by(None).subquery())
+                    ).scalar_one()
+                )
+    return total
+
+
+def local_range(
+    timezone: str, first_day: date | None, last_day: date | None
+) -> tuple[datetime | None, datetime | None]:
+    """``since``/``until`` instants of the customer-local days ``first_day``…``last_day`` (inclusive)."""
+    tz = ZoneInfo(timezone)
+    since = datetime.combine(first_day, time(0), tz).astimezone(UTC) if first_day else None
+    until = (
+        datetime.combine(last_day + timedelta(days=1), time(0), tz).astimezone(UTC)
+        if last_day
+        else None
+    )
+    return since, until
+
+
+def check_filter(flt: HistoryFilter) -> None:
+    """Refuse a filter that cannot mean anything, naming the bad part.
+
+    :raises InvalidRequest: an unknown kind or status, an empty or inverted range.
+    """
+    unknown = set(flt.kinds) - set(KINDS)
+    if unknown or not flt.kinds:
+        raise InvalidRequest(f"kind: unknown {', '.join(sorted(unknown))}; use {', '.join(KINDS)}")
+    if flt.statuses is not None:
+        known = {s for kind in flt.kinds for s in STATUSES[kind]}
+        bad = set(flt.statuses) - known
+        if bad or not flt.statuses:
+            raise InvalidRequest(
+                f"status: unknown {', '.join(sorted(bad))}; use {', '.join(sorted(known))}"
+            )
+    if flt.since is not None and flt.until is not None and flt.since >= flt.until:
+        raise InvalidRequest("the date range is empty: its start is not before its end")
+    for name, bound in (("amount_min", flt.amount_min), ("amount_max", flt.amount_max)):
+        if bound is not None and (not bound.is_finite() or bound < 0):
+            raise InvalidRequest(f"{name} must be a decimal ≥ 0")
+    if (
+        flt.amount_min is not None
+        and flt.amount_max is not None
+        and flt.amount_min > flt.amount_max
+    ):
+        raise InvalidRequest("amount_min is above amount_max")
+    if flt.currency is not None and flt.currency not in MINOR_UNITS:
+        raise InvalidRequest(f"currency: unknown {flt.currency!r}")
+
+
+# -- one page over every kind -------------------------------------------------------------
+
+
+def _page(
+    engine: Engine, flt: HistoryFilter, after: Key | None, limit: int, tz: ZoneInfo
+) -> tuple[list[tuple[dict[str, Any], HistoryEntry]], bool]:
+    """Up to ``limit`` entries after ``after`` and whether more follow."""
     rows: list[dict[str, Any]] = []
     with engine.connect() as conn:
-        if "transfer" in flt.kinds and flt.payment_id is None:
-            rows += [_transfer_row(r) for r in conn.execute(_transfers(flt, after, limit + 1))]
-        if "recurring" in flt.kinds:
-            rows += [_occurrence_row(r) for r in conn.execute(_occurrences(flt, after, limit + 1))]
-        rows.sort(key=lambda r: (r["scheduled_for"], _RANK[r["kind"]], r["id"]), reverse=True)
+        for kind in flt.kinds:
+            query = _SOURCES[kind](flt, after, limit + 1)
+            if query is not None:
+                rows += [_ROWS[kind](r) for r in conn.execute(query)]
+        rows.sort(key=_key, reverse=True)
         page, more = rows[:limit], len(rows) > limit
-        attempts = _attempts(conn, page)
-        codes = {r["error_code"] for r in page if r["error_code"]}
-        catalog = {
-            c.code: c
-            for c in conn.execute(select(error_codes).where(error_codes.c.code.in_(codes)))
-        }
-    entries = tuple(_entry(r, attempts, catalog) for r in page)
-    next_cursor = _encode(page[-1]) if more and page else None
-    return HistoryPage(entries, next_cursor)
+        _add_attempt_times(conn, page)
+        catalog = _catalog(conn, {r["error_code"] for r in page if r["error_code"]})
+    return [(r, _entry(r, catalog, tz)) for r in page], more
 
 
-# -- queries ------------------------------------------------------------------------------
+def _key(row: dict[str, Any]) -> Key:
+    return row["at"], _RANK[row["kind"]], row["op_id"]
 
 
-def _keyset(column: Any, id_column: Any, kind: str, after: tuple[datetime, int, int] | None) -> Any:
-    """Rows strictly after the cursor in (scheduled_for desc, rank desc, id desc) order."""
+def _keyset(at: Any, op_id: Any, kind: str, after: Key | None) -> Any:
+    """Rows strictly after the cursor in (time desc, rank desc, id desc) order."""
     if after is None:
         return None
-    at, rank, last_id = after
+    when, rank, last_id = after
     mine = _RANK[kind]
+    bound = literal(when, UTCDateTime())
     if mine > rank:
-        return column < at
+        return at < bound
     if mine < rank:
-        return column <= at
-    return or_(column < at, and_(column == at, id_column < last_id))
+        return at <= bound
+    # a row comparison, so the (customer, time, id) index bounds the scan at any depth
+    return tuple_(at, op_id) < tuple_(bound, literal(last_id))
 
 
-def _transfers(flt: HistoryFilter, after: tuple[datetime, int, int] | None, limit: int) -> Any:
-    t = scheduled_transfers
-    conds = [t.c.customer_id == flt.customer_id]
-    conds += _common(t.c.execute_at, t.c.status, flt)
+def _range(at: Any, flt: HistoryFilter) -> list[Any]:
+    conds = []
+    if flt.since is not None:
+        conds.append(at >= flt.since)
+    if flt.until is not None:
+        conds.append(at < flt.until)
+    return conds
+
+
+def _money(
+    amount: Any, currency: Any, from_account: Any, to_account: Any, flt: HistoryFilter
+) -> list[Any]:
+    """The account, currency and amount conditions; amounts compared in minor units per currency."""
+    conds = []
     if flt.account_id is not None:
-        conds.append(or_(t.c.from_account == flt.account_id, t.c.to_account == flt.account_id))
+        conds.append(or_(from_account == flt.account_id, to_account == flt.account_id))
+    if flt.currency is not None:
+        conds.append(currency == flt.currency)
+    if flt.amount_min is None and flt.amount_max is None:
+        return conds
+    by_exponent: dict[int, list[str]] = {}
+    for code, exponent in MINOR_UNITS.items():
+        if flt.currency is None or code == flt.currency:
+            by_exponent.setdefault(exponent, []).append(code)
+    alternatives = []
+    for exponent, codes in sorted(by_exponent.items()):
+        parts = [currency.in_(codes)]
+        if flt.amount_min is not None:
+            low = flt.amount_min.scaleb(exponent).to_integral_value(ROUND_CEILING)
+            parts.append(amount >= int(low))
+        if flt.amount_max is not None:
+            high = flt.amount_max.scaleb(exponent).to_integral_value(ROUND_FLOOR)
+            parts.append(amount <= int(high))
+        alternatives.append(and_(*parts))
+    conds.append(or_(*alternatives))
+    return conds
+
+
+def _statuses(
+    column: Any, flt: HistoryFilter, kind: str, stored: dict[str, str] | None = None
+) -> list[Any]:
+    if flt.statuses is None:
+        return []
+    mine = [s for s in flt.statuses if s in STATUSES[kind]]
+    if stored is not None:
+        back = {shown: raw for raw, shown in stored.items()}
+        mine = [back[s] for s in mine]
+    return [column.in_(mine)]
+
+
+def _transfers(flt: HistoryFilter, after: Key | None, limit: int | None) -> Any:
+    if flt.payment_id is not None:
+        return None
+    t = scheduled_transfers
+    conds = [t.c.customer_id == flt.customer_id, *_range(t.c.execute_at, flt)]
+    conds += _statuses(t.c.status, flt, "transfer")
+    conds += _money(t.c.amount_minor, t.c.currency, t.c.from_account, t.c.to_account, flt)
     page = _keyset(t.c.execute_at, t.c.id, "transfer", after)
     if page is not None:
         conds.append(page)
     return select(t).where(*conds).order_by(t.c.execute_at.desc(), t.c.id.desc()).limit(limit)
 
 
-def _occurrences(flt: HistoryFilter, after: tuple[datetime, int, int] | None, limit: int) -> Any:
+def _occurrences(flt: HistoryFilter, after: Key | None, limit: int | None) -> Any:
     o, p = recurring_occurrences, recurring_payments
-    conds = [p.c.customer_id == flt.customer_id]
-    conds += _common(o.c.execute_at, o.c.status, flt)
-    if flt.account_id is not None:
-        conds.append(or_(p.c.from_account == flt.account_id, p.c.to_account == flt.account_id))
+    conds = [o.c.customer_id == flt.customer_id, *_range(o.c.execute_at, flt)]
+    conds += _statuses(o.c.status, flt, "recurring")
+    conds += _money(p.c.amount_minor, p.c.currency, p.c.from_account, p.c.to_account, flt)
     if flt.payment_id is not None:
         conds.append(o.c.payment_id == flt.payment_id)
     page = _keyset(o.c.execute_at, o.c.id, "recurring", after)
     if page is not None:
         conds.append(page)
     return (
-        select(
-            o,
-            p.c.from_account,
-            p.c.to_account,
-            p.c.amount_minor,
-            p.c.currency,
-            p.c.memo,
-        )
+        select(o, p.c.from_account, p.c.to_account, p.c.amount_minor, p.c.currency, p.c.memo)
         .join(p, p.c.id == o.c.payment_id)
         .where(*conds)
         .order_by(o.c.execute_at.desc(), o.c.id.desc())
@@ -128,122 +302,208 @@ def _occurrences(flt: HistoryFilter, after: tuple[datetime, int, int] | None, li
     )
 
 
-def _common(when: Any, status: Any, flt: HistoryFilter) -> list[Any]:
-    conds = []
-    if flt.statuses is not None:
-        conds.append(status.in_(list(flt.statuses)))
-    if flt.scheduled_from is not None:
-        conds.append(when >= flt.scheduled_from)
-    if flt.scheduled_until is not None:
-        conds.append(when < flt.scheduled_until)
-    return conds
-
-
-def _attempts(conn: Any, page: list[dict[str, Any]]) -> dict[tuple[str, int], list[AttemptEntry]]:
-    out: dict[tuple[str, int], list[AttemptEntry]] = {}
-    for kind, table_kind in (("transfer", "transfer"), ("recurring", "occurrence")):
-        ids = [r["id"] for r in page if r["kind"] == kind]
-        if not ids:
-            continue
-        rows = conn.execute(
-            select(payment_attempts)
-            .where(payment_attempts.c.kind == table_kind, payment_attempts.c.ref_id.in_(ids))
-            .order_by(payment_attempts.c.ref_id, payment_attempts.c.attempt)
+def _reminders(flt: HistoryFilter, after: Key | None, limit: int | None) -> Any:
+    """Reminders handed to a channel (those with a delivery), with the payment reminded of."""
+    if flt.payment_id is not None:
+        return None
+    r, d, t, p = reminders, deliveries, scheduled_transfers, recurring_payments
+    amount = func.coalesce(t.c.amount_minor, p.c.amount_minor)
+    currency = func.coalesce(t.c.currency, p.c.currency)
+    from_account = func.coalesce(t.c.from_account, p.c.from_account)
+    to_account = func.coalesce(t.c.to_account, p.c.to_account)
+    conds = [r.c.customer_id == flt.customer_id, r.c.delivery_id.is_not(None)]
+    conds += _range(r.c.send_at, flt)
+    conds += _statuses(d.c.status, flt, "reminder")
+    conds += _money(amount, currency, from_account, to_account, flt)
+    page = _keyset(r.c.send_at, r.c.id, "reminder", after)
+    if page is not None:
+        conds.append(page)
+    return (
+        select(
+            r.c.id,
+            r.c.kind.label("ref_kind"),
+            r.c.ref_id,
+            r.c.occurrence_key,
+            r.c.offset,
+            r.c.channel,
+            r.c.send_at,
+            d.c.status,
+            d.c.attempts,
+            d.c.created_at.label("queued_at"),
+            d.c.sent_at,
+            d.c.updated_at.label("delivery_updated_at"),
+            amount.label("amount_minor"),
+            currency.label("currency"),
+            from_account.label("from_account"),
+            to_account.label("to_account"),
+            func.coalesce(t.c.memo, p.c.memo).label("memo"),
         )
-        for a in rows:
-            out.setdefault((kind, int(a.ref_id)), []).append(
-                AttemptEntry(
-                    a.attempt, a.started_at, a.finished_at, a.status, a.error_code, a.error_message
-                )
-            )
-    return out
-
-
-# -- rows -> entries ----------------------------------------------------------------------
-
-
-def _transfer_row(r: Any) -> dict[str, Any]:
-    return {
-        "kind": "transfer",
-        "id": int(r.id),
-        "payment_id": None,
-        "reference": r.transfer_key,
-        "memo": r.memo,
-        "from_account": r.from_account,
-        "to_account": r.to_account,
-        "amount_minor": int(r.amount_minor),
-        "currency": r.currency,
-        "scheduled_date": r.local_date,
-        "execution_date": r.execution_date,
-        "scheduled_for": r.execute_at,
-        "executed_at": r.executed_at,
-        "status": r.status,
-        "error_code": r.error_code,
-        "error_message": r.error_message,
-    }
-
-
-def _occurrence_row(r: Any) -> dict[str, Any]:
-    return {
-        "kind": "recurring",
-        "id": int(r.id),
-        "payment_id": int(r.payment_id),
-        "reference": r.transfer_key,
-        "memo": r.memo,
-        "from_account": r.from_account,
-        "to_account": r.to_account,
-        "amount_minor": int(r.amount_minor),
-        "currency": r.currency,
-        "scheduled_date": r.unadjusted_date,
-        "execution_date": r.execution_date,
-        "scheduled_for": r.execute_at,
-        "executed_at": r.executed_at,
-        "status": r.status,
-        "error_code": r.error_code,
-        "error_message": r.error_message,
-    }
-
-
-def _entry(
-    r: dict[str, Any], attempts: dict[tuple[str, int], list[AttemptEntry]], catalog: dict[str, Any]
-) -> HistoryEntry:
-    failed = r["status"] in ("failed", "executing", "retrying") and r["error_code"]
-    info = catalog.get(r["error_code"]) if failed else None
-    return HistoryEntry(
-        kind=r["kind"],
-        id=r["id"],
-        payment_id=r["payment_id"],
-        reference=r["reference"],
-        description=r["memo"],
-        from_account=mask_account(r["from_account"]),
-        to_account=mask_account(r["to_account"]),
-        amount=from_minor(r["amount_minor"], r["currency"]),
-        currency=r["currency"],
-        scheduled_date=r["scheduled_date"],
-        execution_date=r["execution_date"],
-        scheduled_for=r["scheduled_for"],
-        executed_at=r["executed_at"],
-        status=r["status"],
-        failure_code=r["error_code"] if failed else None,
-        failure_message=r["error_message"] if failed else None,
-        failure_description=info.description if info is not None else None,
-        suggested_action=info.suggested_action if info is not None else None,
-        attempts=tuple(attempts.get((r["kind"], r["id"]), [])),
+        .join(d, d.c.id == r.c.delivery_id)
+        .outerjoin(t, and_(r.c.kind == "transfer", t.c.id == r.c.ref_id))
+        .outerjoin(p, and_(r.c.kind == "occurrence", p.c.id == r.c.ref_id))
+        .where(*conds)
+        .order_by(r.c.send_at.desc(), r.c.id.desc())
+        .limit(limit)
     )
 
 
-def _encode(row: dict[str, Any]) -> str:
-    raw = json.dumps([row["scheduled_for"].isoformat(), _RANK[row["kind"]], row["id"]])
+def _checks(flt: HistoryFilter, after: Key | None, limit: int | None) -> Any:
+    if flt.payment_id is not None or flt.needs_money:
+        return None
+    b = balance_check_results
+    conds = [b.c.customer_id == flt.customer_id, *_range(b.c.checked_at, flt)]
+    conds += _statuses(b.c.result, flt, "balance_check", _CHECK_STATUS)
+    page = _keyset(b.c.checked_at, b.c.id, "balance_check", after)
+    if page is not None:
+        conds.append(page)
+    return select(b).where(*conds).order_by(b.c.checked_at.desc(), b.c.id.desc()).limit(limit)
+
+
+_SOURCES = {
+    "transfer": _transfers,
+    "recurring": _occurrences,
+    "reminder": _reminders,
+    "balance_check": _checks,
+}
+
+
+# -- rows of each kind, in one shape ------------------------------------------------------
+
+
+def _payment_row(kind: str, r: Any, occurrence: str, payment_id: int | None) -> dict[str, Any]:
+    """A transfer or an occurrence (the executor's shared columns)."""
+    return {
+        "kind": kind, "op_id": int(r.id), "at": r.execute_at, "payment_id": payment_id,
+        "occurrence": occurrence, "reference": r.transfer_key, "memo": r.memo,
+        "from_account": r.from_account, "to_account": r.to_account,
+        "amount_minor": int(r.amount_minor), "currency": r.currency, "status": r.status,
+        "attempts": int(r.attempts), "started_at": None, "finished_at": r.executed_at,
+        "error_code": r.error_code, "run_id": r.run_id,
+    }  # fmt: skip
+
+
+def _transfer_row(r: Any) -> dict[str, Any]:
+    row = _payment_row("transfer", r, r.local_date.isoformat(), None)
+    if r.status == "cancelled":
+        row["finished_at"] = r.cancelled_at
+    return row
+
+
+def _occurrence_row(r: Any) -> dict[str, Any]:
+    return _payment_row("recurring", r, r.unadjusted_date.isoformat(), int(r.payment_id))
+
+
+def _reminder_row(r: Any) -> dict[str, Any]:
+    sent = r.sent_at if r.status == "sent" else None
+    done = r.status in ("failed", "cancelled")
+    return {
+        "kind": "reminder", "op_id": int(r.id), "at": r.send_at,
+        "payment_id": int(r.ref_id) if r.ref_kind == "occurrence" else None,
+        "occurrence": f"{r.offset} before, {r.channel}", "reference": r.occurrence_key,
+        "memo": r.memo, "from_account": r.from_account, "to_account": r.to_account,
+        "amount_minor": None if r.amount_minor is None else int(r.amount_minor),
+        "currency": r.currency, "status": r.status, "attempts": int(r.attempts),
+        "started_at": r.queued_at, "finished_at": sent or (r.delivery_updated_at if done else None),
+        "error_code": None, "run_id": None,
+    }  # fmt: skip
+
+
+def _check_row(r: Any) -> dict[str, Any]:
+    return {
+        "kind": "balance_check", "op_id": int(r.id), "at": r.checked_at, "payment_id": None,
+        "occurrence": r.business_date.isoformat(), "reference": None, "memo": None,
+        "from_account": None, "to_account": None, "amount_minor": None, "currency": None,
+        "status": _CHECK_STATUS[r.result], "attempts": int(r.attempts),
+        "started_at": r.checked_at, "finished_at": r.checked_at, "error_code": r.error_code,
+        "run_id": int(r.run_id),
+    }  # fmt: skip
+
+
+_ROWS = {
+    "transfer": _transfer_row,
+    "recurring": _occurrence_row,
+    "reminder": _reminder_row,
+    "balance_check": _check_row,
+}
+
+
+def _add_attempt_times(conn: Connection, page: Sequence[dict[str, Any]]) -> None:
+    """Set each payment's first start and (once it ended) last finish from its attempts."""
+    a = payment_attempts
+    for kind, table_kind in (("transfer", "transfer"), ("recurring", "occurrence")):
+        mine = {r["op_id"]: r for r in page if r["kind"] == kind}
+        if not mine:
+            continue
+        query = (
+            select(a.c.ref_id, func.min(a.c.started_at), func.max(a.c.finished_at))
+            .where(a.c.kind == table_kind, a.c.ref_id.in_(list(mine)))
+            .group_by(a.c.ref_id)
+        )
+        for ref_id, started, finished in conn.execute(query):
+            row = mine[int(ref_id)]
+            row["started_at"] = started
+            if row["finished_at"] is None and row["status"] in ("failed", "skipped"):
+                row["finished_at"] = finished
+
+
+def _catalog(conn: Connection, codes: set[str]) -> dict[str, Any]:
+    if not codes:
+        return {}
+    query = select(error_codes).where(error_codes.c.code.in_(sorted(codes)))
+    return {c.code: c for c in conn.execute(query)}
+
+
+def _local(when: datetime | None, tz: ZoneInfo) -> datetime | None:
+    return None if when is None else when.astimezone(tz)
+
+
+def _entry(r: dict[str, Any], catalog: dict[str, Any], tz: ZoneInfo) -> HistoryEntry:
+    failed = r["status"] in _FAILING and r["error_code"] is not None
+    info = catalog.get(r["error_code"]) if failed else None
+    minor, currency = r["amount_minor"], r["currency"]
+    scheduled = r["at"].astimezone(tz)
+    return HistoryEntry(
+        kind=r["kind"],
+        id=f"{r['kind']}:{r['op_id']}",
+        operation_id=r["op_id"],
+        payment_id=r["payment_id"],
+        occurrence=r["occurrence"],
+        reference=r["reference"],
+        description=r["memo"],
+        from_account=mask_account(r["from_account"]) if r["from_account"] else None,
+        counterparty=mask_account(r["to_account"]) if r["to_account"] else None,
+        amount=from_minor(minor, currency) if minor is not None and currency else None,
+        currency=currency,
+        status=r["status"],
+        scheduled_at=scheduled,
+        started_at=_local(r["started_at"], tz),
+        finished_at=_local(r["finished_at"], tz),
+        attempts=r["attempts"],
+        failure_code=r["error_code"] if failed else None,
+        failure_reason=info.description if info is not None else None,
+        suggested_action=info.suggested_action if info is not None else None,
+        run_id=None if r["run_id"] is None else int(r["run_id"]),
+    )
+
+
+# -- cursors ------------------------------------------------------------------------------
+
+
+def _encode(key: Key) -> str:
+    at, rank, op_id = key
+    raw = json.dumps([at.astimezone(UTC).isoformat(), rank, op_id], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode(cursor: str) -> tuple[datetime, int, int]:
+def _decode(cursor: str) -> Key:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        at, rank, last_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        at, rank, op_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
         when = datetime.fromisoformat(at)
-        if when.tzinfo is None or rank not in _RANK.values():
+        if when.tzinfo is None or rank not in _RANK.values() or isinstance(op_id, bool):
             raise ValueError
-        return when, int(rank), int(last_id)
-    except (ValueError, TypeError, json.JSONDecodeError):
-        raise InvalidRequest("the cursor is not one this service issued") from None
+        if not isinstance(op_id, int) or not 0 <= op_id < 2**63:
+            raise ValueError
+        return when.astimezone(UTC), int(rank), op_id
+    except (ValueError, TypeError, UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidRequest("the cursor is not one this history gave out") from None
