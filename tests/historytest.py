@@ -75,7 +75,7 @@ def transfer(
                 cancelled_at=at - timedelta(days=1) if status == "cancelled" else None,
                 created_at=at - timedelta(days=3),
                 updated_at=at,
-            )  # fmt: skip
+            )
         ).inserted_primary_key[0]
         _attempts(conn, "transfer", int(tid), at, attempts, status, error_code)
     return int(tid)
@@ -107,7 +107,7 @@ def payment(engine: Engine, customer_id: int, *, amount_minor: int = 4000, curre
                 status="active",
                 created_at=T0,
                 updated_at=T0,
-            )  # fmt: skip
+            )
         ).inserted_primary_key[0]
     return int(pid)
 
@@ -132,7 +132,7 @@ def occurrence(engine: Engine, payment_id: int, customer_id: int, at: datetime, 
                 executed_at=at + timedelta(seconds=1) if status == "executed" else None,
                 created_at=at - timedelta(days=1),
                 updated_at=at,
-            )  # fmt: skip
+            )
         ).inserted_primary_key[0]
         _attempts(conn, "occurrence", int(oid), at, attempts, status, error_code)
     return int(oid)
@@ -158,7 +158,7 @@ def reminder(engine: Engine, customer_id: int, transfer_id: int, send_at: dateti
                 created_at=send_at,
                 updated_at=send_at + timedelta(seconds=3),
                 sent_at=send_at + timedelta(seconds=3) if status == "sent" else None,
-            )  # fmt: skip
+            )
         ).inserted_primary_key[0]
         rid = conn.execute(
             insert(reminders).values(
@@ -176,7 +176,7 @@ def reminder(engine: Engine, customer_id: int, transfer_id: int, send_at: dateti
                 delivery_id=did,
                 created_at=send_at,
                 updated_at=send_at,
-            )  # fmt: skip
+            )
         ).inserted_primary_key[0]
     return int(rid)
 
@@ -215,5 +215,5 @@ def _attempts(conn: Any, kind: str, ref_id: int, at: datetime, attempts: int, st
                 finished_at=start + timedelta(seconds=1),
                 status="succeeded" if ok else "failed",
                 error_code=None if ok else (error_code or "TIMEOUT"),
-            )  # fmt: skip
+            )
         )

@@ -16,9 +16,9 @@ from duly.engine.store.sql import SqlStore
 from duly.operations import (
     FailurePolicy,
     InvalidRequest,
-    NotFound,
     NewRecurringPayment,
     NewTransfer,
+    NotFound,
     RecurringPayments,
     ScheduledTransfers,
     operations_registry,

@@ -68,11 +68,11 @@ def mixed(store: SqlStore) -> dict[str, int]:
             status="failed",
             error_code="INSUFFICIENT_FUNDS",
             attempts=2,
-        ),  # fmt: skip
+        ),
         "o_tie": h.occurrence(store.engine, pay, cid, tie),
         "o_new": h.occurrence(
             store.engine, pay, cid, T0 + timedelta(days=5), status="scheduled", attempts=0
-        ),  # fmt: skip
+        ),
         "b_tie": h.check(store.engine, cid, tie, result="ERROR", error_code="TIMEOUT"),
         "b_old": h.check(store.engine, cid, T0 - timedelta(days=1), result="FAIL"),
         "other": h.transfer(store.engine, other, tie),
