@@ -162,7 +162,7 @@ async def test_pdf_statement(
     assert answer.content.startswith(b"%PDF")
     path = tmp_path / "s.pdf"
     path.write_bytes(answer.content)
-    text = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True,
+    text = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True,  # noqa: ASYNC221
                           check=True).stdout  # fmt: skip
     assert "Ann Conceição" in text and "duly bank" in text and "page 1 of 1" in text
     assert "2026-03-01 to 2026-03-31" in text and "bill 3" in text
