@@ -74,7 +74,7 @@ def transfer(
                 executed_at=at + timedelta(seconds=2) if status == "executed" else None,
                 cancelled_at=at - timedelta(days=1) if status == "cancelled" else None,
                 created_at=at - timedelta(days=3),
-                updated_at=at,
+                updated_at=_last_change(at, attempts),
             )
         ).inserted_primary_key[0]
         _attempts(conn, "transfer", int(tid), at, attempts, status, error_code)
@@ -131,7 +131,7 @@ def occurrence(engine: Engine, payment_id: int, customer_id: int, at: datetime, 
                 error_code=error_code,
                 executed_at=at + timedelta(seconds=1) if status == "executed" else None,
                 created_at=at - timedelta(days=1),
-                updated_at=at,
+                updated_at=_last_change(at, attempts),
             )
         ).inserted_primary_key[0]
         _attempts(conn, "occurrence", int(oid), at, attempts, status, error_code)
@@ -217,3 +217,8 @@ def _attempts(conn: Any, kind: str, ref_id: int, at: datetime, attempts: int, st
                 error_code=None if ok else (error_code or "TIMEOUT"),
             )
         )
+
+
+def _last_change(at: datetime, attempts: int) -> datetime:
+    """When the executor last wrote the row: as its last attempt finished (or at ``at``)."""
+    return at + timedelta(hours=6 * (attempts - 1), seconds=1) if attempts else at

@@ -16,17 +16,34 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, and_, func, literal, or_, select, tuple_
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Date,
+    Engine,
+    Integer,
+    String,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    tuple_,
+    union_all,
+)
 
 from duly.banking.money import MINOR_UNITS, from_minor, mask_account
 from duly.banking.schema import customer_pii, customers, error_codes
-from duly.engine.store.types import UTCDateTime
+from duly.engine.store.types import IdType, UTCDateTime
 from duly.notify.schema import deliveries, reminders
 from duly.operations.balance_check.models import balance_check_results
 from duly.operations.errors import InvalidRequest, NotFound
@@ -187,22 +204,30 @@ def check_filter(flt: HistoryFilter) -> None:
 def _page(
     engine: Engine, flt: HistoryFilter, after: Key | None, limit: int, tz: ZoneInfo
 ) -> tuple[list[tuple[dict[str, Any], HistoryEntry]], bool]:
-    """Up to ``limit`` entries after ``after`` and whether more follow."""
-    rows: list[dict[str, Any]] = []
+    """Up to ``limit`` entries after ``after`` and whether more follow.
+
+    One statement: each kind's keyset query (a page plus one, from its index) in a
+    ``UNION ALL``, merged and cut by the database, so only the page crosses the wire.
+    """
+    branches = [q for kind in flt.kinds if (q := _SOURCES[kind](flt, after, limit + 1)) is not None]
+    if not branches:
+        return [], False
+    wrapped = [select(*b.subquery().c) for b in branches]  # SQLite: no LIMIT inside a compound
+    merged = union_all(*wrapped).subquery() if len(wrapped) > 1 else branches[0].subquery()
+    query = (
+        select(merged)
+        .order_by(merged.c.at.desc(), merged.c.rank.desc(), merged.c.op_id.desc())
+        .limit(limit + 1)
+    )
     with engine.connect() as conn:
-        for kind in flt.kinds:
-            query = _SOURCES[kind](flt, after, limit + 1)
-            if query is not None:
-                rows += [_ROWS[kind](r) for r in conn.execute(query)]
-        rows.sort(key=_key, reverse=True)
+        rows = [dict(r._mapping) for r in conn.execute(query)]
         page, more = rows[:limit], len(rows) > limit
-        _add_attempt_times(conn, page)
         catalog = _catalog(conn, {r["error_code"] for r in page if r["error_code"]})
     return [(r, _entry(r, catalog, tz)) for r in page], more
 
 
 def _key(row: dict[str, Any]) -> Key:
-    return row["at"], _RANK[row["kind"]], row["op_id"]
+    return row["at"], int(row["rank"]), int(row["op_id"])
 
 
 def _keyset(at: Any, op_id: Any, kind: str, after: Key | None) -> Any:
@@ -270,6 +295,39 @@ def _statuses(
     return [column.in_(mine)]
 
 
+def _none(type_: Any) -> Any:
+    return cast(null(), type_)
+
+
+def _shape(kind: str, **columns: Any) -> list[Any]:
+    """The columns every kind's query answers, in one order (a ``UNION ALL`` needs it)."""
+    return [
+        literal(_RANK[kind], Integer()).label("rank"),
+        *(columns[name].label(name) for name in _SHAPE),
+    ]
+
+
+_SHAPE = (
+    "op_id", "at", "payment_id", "occ_date", "occ_note", "reference", "memo", "from_account",
+    "to_account", "amount_minor", "currency", "status", "attempts", "started_at", "finished_at",
+    "error_code", "run_id",
+)  # fmt: skip
+
+
+def _first_start(kind: str, ref_id: Any) -> Any:
+    """When the payment's first attempt started (one index lookup per row of the page)."""
+    a = payment_attempts
+    return (
+        select(func.min(a.c.started_at))
+        .where(a.c.kind == kind, a.c.ref_id == ref_id)
+        .scalar_subquery()
+    )
+
+
+def _ordered(query: Any, at: Any, op_id: Any, limit: int | None) -> Any:
+    return query.order_by(at.desc(), op_id.desc()).limit(limit)
+
+
 def _transfers(flt: HistoryFilter, after: Key | None, limit: int | None) -> Any:
     if flt.payment_id is not None:
         return None
@@ -280,7 +338,21 @@ def _transfers(flt: HistoryFilter, after: Key | None, limit: int | None) -> Any:
     page = _keyset(t.c.execute_at, t.c.id, "transfer", after)
     if page is not None:
         conds.append(page)
-    return select(t).where(*conds).order_by(t.c.execute_at.desc(), t.c.id.desc()).limit(limit)
+    finished = case(
+        (t.c.status == "executed", t.c.executed_at),
+        (t.c.status == "cancelled", t.c.cancelled_at),
+        (t.c.status == "failed", t.c.updated_at),
+        else_=_none(UTCDateTime()),
+    )
+    columns = _shape(
+        "transfer", op_id=t.c.id, at=t.c.execute_at, payment_id=_none(IdType),
+        occ_date=t.c.local_date, occ_note=_none(String()), reference=t.c.transfer_key,
+        memo=t.c.memo, from_account=t.c.from_account, to_account=t.c.to_account,
+        amount_minor=t.c.amount_minor, currency=t.c.currency, status=t.c.status,
+        attempts=t.c.attempts, started_at=_first_start("transfer", t.c.id),
+        finished_at=finished, error_code=t.c.error_code, run_id=t.c.run_id,
+    )  # fmt: skip
+    return _ordered(select(*columns).where(*conds), t.c.execute_at, t.c.id, limit)
 
 
 def _occurrences(flt: HistoryFilter, after: Key | None, limit: int | None) -> Any:
@@ -293,13 +365,21 @@ def _occurrences(flt: HistoryFilter, after: Key | None, limit: int | None) -> An
     page = _keyset(o.c.execute_at, o.c.id, "recurring", after)
     if page is not None:
         conds.append(page)
-    return (
-        select(o, p.c.from_account, p.c.to_account, p.c.amount_minor, p.c.currency, p.c.memo)
-        .join(p, p.c.id == o.c.payment_id)
-        .where(*conds)
-        .order_by(o.c.execute_at.desc(), o.c.id.desc())
-        .limit(limit)
+    finished = case(
+        (o.c.status == "executed", o.c.executed_at),
+        (o.c.status.in_(("failed", "skipped", "cancelled")), o.c.updated_at),
+        else_=_none(UTCDateTime()),
     )
+    columns = _shape(
+        "recurring", op_id=o.c.id, at=o.c.execute_at, payment_id=o.c.payment_id,
+        occ_date=o.c.unadjusted_date, occ_note=_none(String()), reference=o.c.transfer_key,
+        memo=p.c.memo, from_account=p.c.from_account, to_account=p.c.to_account,
+        amount_minor=p.c.amount_minor, currency=p.c.currency, status=o.c.status,
+        attempts=o.c.attempts, started_at=_first_start("occurrence", o.c.id),
+        finished_at=finished, error_code=o.c.error_code, run_id=o.c.run_id,
+    )  # fmt: skip
+    query = select(*columns).join(p, p.c.id == o.c.payment_id).where(*conds)
+    return _ordered(query, o.c.execute_at, o.c.id, limit)
 
 
 def _reminders(flt: HistoryFilter, after: Key | None, limit: int | None) -> Any:
@@ -318,33 +398,29 @@ def _reminders(flt: HistoryFilter, after: Key | None, limit: int | None) -> Any:
     page = _keyset(r.c.send_at, r.c.id, "reminder", after)
     if page is not None:
         conds.append(page)
-    return (
-        select(
-            r.c.id,
-            r.c.kind.label("ref_kind"),
-            r.c.ref_id,
-            r.c.occurrence_key,
-            r.c.offset,
-            r.c.channel,
-            r.c.send_at,
-            d.c.status,
-            d.c.attempts,
-            d.c.created_at.label("queued_at"),
-            d.c.sent_at,
-            d.c.updated_at.label("delivery_updated_at"),
-            amount.label("amount_minor"),
-            currency.label("currency"),
-            from_account.label("from_account"),
-            to_account.label("to_account"),
-            func.coalesce(t.c.memo, p.c.memo).label("memo"),
-        )
+    finished = case(
+        (d.c.status == "sent", d.c.sent_at),
+        (d.c.status.in_(("failed", "cancelled")), d.c.updated_at),
+        else_=_none(UTCDateTime()),
+    )
+    columns = _shape(
+        "reminder", op_id=r.c.id, at=r.c.send_at,
+        payment_id=case((r.c.kind == "occurrence", r.c.ref_id), else_=_none(IdType)),
+        occ_date=_none(Date()), occ_note=r.c.offset + " before, " + r.c.channel,
+        reference=r.c.occurrence_key, memo=func.coalesce(t.c.memo, p.c.memo),
+        from_account=from_account, to_account=to_account, amount_minor=amount,
+        currency=currency, status=d.c.status, attempts=d.c.attempts, started_at=d.c.created_at,
+        finished_at=finished, error_code=_none(String()), run_id=_none(IdType),
+    )  # fmt: skip
+    query = (
+        select(*columns)
+        .select_from(r)
         .join(d, d.c.id == r.c.delivery_id)
         .outerjoin(t, and_(r.c.kind == "transfer", t.c.id == r.c.ref_id))
         .outerjoin(p, and_(r.c.kind == "occurrence", p.c.id == r.c.ref_id))
         .where(*conds)
-        .order_by(r.c.send_at.desc(), r.c.id.desc())
-        .limit(limit)
     )
+    return _ordered(query, r.c.send_at, r.c.id, limit)
 
 
 def _checks(flt: HistoryFilter, after: Key | None, limit: int | None) -> Any:
@@ -356,7 +432,15 @@ def _checks(flt: HistoryFilter, after: Key | None, limit: int | None) -> Any:
     page = _keyset(b.c.checked_at, b.c.id, "balance_check", after)
     if page is not None:
         conds.append(page)
-    return select(b).where(*conds).order_by(b.c.checked_at.desc(), b.c.id.desc()).limit(limit)
+    columns = _shape(
+        "balance_check", op_id=b.c.id, at=b.c.checked_at, payment_id=_none(IdType),
+        occ_date=b.c.business_date, occ_note=_none(String()), reference=_none(String()),
+        memo=_none(String()), from_account=_none(String()), to_account=_none(String()),
+        amount_minor=_none(BigInteger()), currency=_none(String()), status=b.c.result,
+        attempts=b.c.attempts, started_at=b.c.checked_at, finished_at=b.c.checked_at,
+        error_code=b.c.error_code, run_id=b.c.run_id,
+    )  # fmt: skip
+    return _ordered(select(*columns).where(*conds), b.c.checked_at, b.c.id, limit)
 
 
 _SOURCES = {
@@ -365,85 +449,6 @@ _SOURCES = {
     "reminder": _reminders,
     "balance_check": _checks,
 }
-
-
-# -- rows of each kind, in one shape ------------------------------------------------------
-
-
-def _payment_row(kind: str, r: Any, occurrence: str, payment_id: int | None) -> dict[str, Any]:
-    """A transfer or an occurrence (the executor's shared columns)."""
-    return {
-        "kind": kind, "op_id": int(r.id), "at": r.execute_at, "payment_id": payment_id,
-        "occurrence": occurrence, "reference": r.transfer_key, "memo": r.memo,
-        "from_account": r.from_account, "to_account": r.to_account,
-        "amount_minor": int(r.amount_minor), "currency": r.currency, "status": r.status,
-        "attempts": int(r.attempts), "started_at": None, "finished_at": r.executed_at,
-        "error_code": r.error_code, "run_id": r.run_id,
-    }  # fmt: skip
-
-
-def _transfer_row(r: Any) -> dict[str, Any]:
-    row = _payment_row("transfer", r, r.local_date.isoformat(), None)
-    if r.status == "cancelled":
-        row["finished_at"] = r.cancelled_at
-    return row
-
-
-def _occurrence_row(r: Any) -> dict[str, Any]:
-    return _payment_row("recurring", r, r.unadjusted_date.isoformat(), int(r.payment_id))
-
-
-def _reminder_row(r: Any) -> dict[str, Any]:
-    sent = r.sent_at if r.status == "sent" else None
-    done = r.status in ("failed", "cancelled")
-    return {
-        "kind": "reminder", "op_id": int(r.id), "at": r.send_at,
-        "payment_id": int(r.ref_id) if r.ref_kind == "occurrence" else None,
-        "occurrence": f"{r.offset} before, {r.channel}", "reference": r.occurrence_key,
-        "memo": r.memo, "from_account": r.from_account, "to_account": r.to_account,
-        "amount_minor": None if r.amount_minor is None else int(r.amount_minor),
-        "currency": r.currency, "status": r.status, "attempts": int(r.attempts),
-        "started_at": r.queued_at, "finished_at": sent or (r.delivery_updated_at if done else None),
-        "error_code": None, "run_id": None,
-    }  # fmt: skip
-
-
-def _check_row(r: Any) -> dict[str, Any]:
-    return {
-        "kind": "balance_check", "op_id": int(r.id), "at": r.checked_at, "payment_id": None,
-        "occurrence": r.business_date.isoformat(), "reference": None, "memo": None,
-        "from_account": None, "to_account": None, "amount_minor": None, "currency": None,
-        "status": _CHECK_STATUS[r.result], "attempts": int(r.attempts),
-        "started_at": r.checked_at, "finished_at": r.checked_at, "error_code": r.error_code,
-        "run_id": int(r.run_id),
-    }  # fmt: skip
-
-
-_ROWS = {
-    "transfer": _transfer_row,
-    "recurring": _occurrence_row,
-    "reminder": _reminder_row,
-    "balance_check": _check_row,
-}
-
-
-def _add_attempt_times(conn: Connection, page: Sequence[dict[str, Any]]) -> None:
-    """Set each payment's first start and (once it ended) last finish from its attempts."""
-    a = payment_attempts
-    for kind, table_kind in (("transfer", "transfer"), ("recurring", "occurrence")):
-        mine = {r["op_id"]: r for r in page if r["kind"] == kind}
-        if not mine:
-            continue
-        query = (
-            select(a.c.ref_id, func.min(a.c.started_at), func.max(a.c.finished_at))
-            .where(a.c.kind == table_kind, a.c.ref_id.in_(list(mine)))
-            .group_by(a.c.ref_id)
-        )
-        for ref_id, started, finished in conn.execute(query):
-            row = mine[int(ref_id)]
-            row["started_at"] = started
-            if row["finished_at"] is None and row["status"] in ("failed", "skipped"):
-                row["finished_at"] = finished
 
 
 def _catalog(conn: Connection, codes: set[str]) -> dict[str, Any]:
@@ -458,27 +463,30 @@ def _local(when: datetime | None, tz: ZoneInfo) -> datetime | None:
 
 
 def _entry(r: dict[str, Any], catalog: dict[str, Any], tz: ZoneInfo) -> HistoryEntry:
-    failed = r["status"] in _FAILING and r["error_code"] is not None
+    kind = KINDS[int(r["rank"])]
+    status = _CHECK_STATUS[r["status"]] if kind == "balance_check" else r["status"]
+    failed = status in _FAILING and r["error_code"] is not None
     info = catalog.get(r["error_code"]) if failed else None
     minor, currency = r["amount_minor"], r["currency"]
-    scheduled = r["at"].astimezone(tz)
+    occurrence = r["occ_note"] if r["occ_date"] is None else r["occ_date"].isoformat()
+    op_id = int(r["op_id"])
     return HistoryEntry(
-        kind=r["kind"],
-        id=f"{r['kind']}:{r['op_id']}",
-        operation_id=r["op_id"],
-        payment_id=r["payment_id"],
-        occurrence=r["occurrence"],
+        kind=kind,
+        id=f"{kind}:{op_id}",
+        operation_id=op_id,
+        payment_id=None if r["payment_id"] is None else int(r["payment_id"]),
+        occurrence=occurrence or "",
         reference=r["reference"],
         description=r["memo"],
         from_account=mask_account(r["from_account"]) if r["from_account"] else None,
         counterparty=mask_account(r["to_account"]) if r["to_account"] else None,
-        amount=from_minor(minor, currency) if minor is not None and currency else None,
+        amount=from_minor(int(minor), currency) if minor is not None and currency else None,
         currency=currency,
-        status=r["status"],
-        scheduled_at=scheduled,
+        status=status,
+        scheduled_at=r["at"].astimezone(tz),
         started_at=_local(r["started_at"], tz),
         finished_at=_local(r["finished_at"], tz),
-        attempts=r["attempts"],
+        attempts=int(r["attempts"]),
         failure_code=r["error_code"] if failed else None,
         failure_reason=info.description if info is not None else None,
         suggested_action=info.suggested_action if info is not None else None,
