@@ -18,7 +18,7 @@ import base64
 import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_CEILING, ROUND_FLOOR
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -462,6 +462,18 @@ def _local(when: datetime | None, tz: ZoneInfo) -> datetime | None:
     return None if when is None else when.astimezone(tz)
 
 
+#: Each currency's smallest unit, so a page's amounts skip re-checking the currency code.
+_QUANTA = {code: Decimal(1).scaleb(-exponent) for code, exponent in MINOR_UNITS.items()}
+
+
+def _decimal(minor: int, currency: str) -> Decimal:
+    """``from_minor`` for a currency the store already holds (checked when it was written)."""
+    quantum = _QUANTA.get(currency)
+    if quantum is None:
+        return from_minor(minor, currency)
+    return (Decimal(minor) * quantum).quantize(quantum)
+
+
 def _entry(r: dict[str, Any], catalog: dict[str, Any], tz: ZoneInfo) -> HistoryEntry:
     kind = KINDS[int(r["rank"])]
     status = _CHECK_STATUS[r["status"]] if kind == "balance_check" else r["status"]
@@ -480,7 +492,7 @@ def _entry(r: dict[str, Any], catalog: dict[str, Any], tz: ZoneInfo) -> HistoryE
         description=r["memo"],
         from_account=mask_account(r["from_account"]) if r["from_account"] else None,
         counterparty=mask_account(r["to_account"]) if r["to_account"] else None,
-        amount=from_minor(int(minor), currency) if minor is not None and currency else None,
+        amount=_decimal(int(minor), currency) if minor is not None and currency else None,
         currency=currency,
         status=status,
         scheduled_at=r["at"].astimezone(tz),
