@@ -286,7 +286,9 @@ async def _api_pages(url: str, engine: Any, cursors: list[str | None], repeat: i
     settings = Settings(database_url=url)
     store = SqlStore(engine)
     app = create_app(settings, store, job_registry(settings), CLOCK)
-    token = TokenService(engine, CLOCK).create(f"bench-{os.getpid()}", Role.AUDITOR, created_by="bench")
+    token = TokenService(engine, CLOCK).create(
+        f"bench-{os.getpid()}", Role.AUDITOR, created_by="bench"
+    )
     headers = {"Authorization": f"Bearer {token.text}"}
     path = f"/api/v1/customers/{BIG}/history"
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b") as c:
