@@ -1,7 +1,7 @@
 """customer history: keyset indexes per operation kind, occurrences' customer, token_customers
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-20 09:00:00
 
 * Each kind the execution history reads gets an index on ``(customer_id, time, id)``, the
@@ -17,8 +17,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
