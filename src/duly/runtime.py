@@ -36,7 +36,7 @@ from duly.metrics import start_metrics_server, with_run_metrics
 from duly.operations.balance_check.jobs import balance_check_registry
 from duly.operations.balance_check.models import JOB_NAME as BALANCE_CHECK_JOB
 from duly.operations.balance_check.planning import balance_check_schedule
-from duly.operations.jobs import operations_registry
+from duly.operations.jobs import HISTORY_PRUNE_JOB, operations_registry
 from duly.operations.notifications.wiring import start_notifications
 from duly.operations.sweep import SWEEP_JOB, sweep_schedule
 
@@ -210,6 +210,21 @@ class System:
             )
             for s in self.settings.schedules
         ]
+        if HISTORY_PRUNE_JOB in self.registry:
+            # operation history's retention, half an hour after the attempts' (duly.prune)
+            wanted.append(
+                NewSchedule(
+                    name=HISTORY_PRUNE_JOB,
+                    job_name=HISTORY_PRUNE_JOB,
+                    spec="daily:03:30",
+                    timezone="UTC",
+                    args={"retention_days": self.settings.history.retention_days},
+                    misfire="run_once",
+                    overlap="skip",
+                    source="system",
+                    misfire_grace_seconds=grace,
+                )
+            )
         if BALANCE_CHECK_JOB in self.registry:
             wanted.append(balance_check_schedule(self.settings.jobs.daily_balance_check, grace))
         # The sweep enqueues runs for work due within its horizon (recurring occurrences,

@@ -18,6 +18,7 @@ from duly.operations import (
     InvalidRequest,
     NewRecurringPayment,
     NewTransfer,
+    NotFound,
     RecurringPayments,
     ScheduledTransfers,
     operations_registry,
@@ -67,24 +68,28 @@ async def test_history_lists_everything_newest_first_with_reasons(
     store: SqlStore, ran: int
 ) -> None:
     page = history(store.engine, HistoryFilter(customer_id=ran))
-    got = [(e.kind, e.scheduled_date, e.status) for e in page.entries]
+    got = [(e.kind, e.occurrence, e.status) for e in page.entries]
     assert got == [
-        ("transfer", date(2026, 3, 20), "cancelled"),
-        ("recurring", date(2026, 3, 17), "failed"),
-        ("recurring", date(2026, 3, 10), "executed"),
-        ("transfer", date(2026, 3, 5), "executed"),
-        ("recurring", date(2026, 3, 3), "executed"),
+        ("transfer", "2026-03-20", "cancelled"),
+        ("recurring", "2026-03-17", "failed"),
+        ("recurring", "2026-03-10", "executed"),
+        ("transfer", "2026-03-05", "executed"),
+        ("recurring", "2026-03-03", "executed"),
     ]
     failed = page.entries[1]
     assert failed.failure_code == "INSUFFICIENT_FUNDS" and failed.suggested_action
-    assert failed.failure_description == "The account did not have enough available funds."
-    assert [(a.attempt, a.status) for a in failed.attempts] == [(1, "failed"), (2, "failed")]
-    assert failed.attempts[1].started_at - failed.attempts[0].started_at == timedelta(hours=6)
+    assert failed.failure_reason == "The account did not have enough available funds."
+    assert failed.attempts == 2
+    assert failed.started_at is not None and failed.finished_at is not None
+    assert failed.finished_at - failed.started_at >= timedelta(hours=6)
     assert failed.amount == Decimal("40.00") and failed.currency == "EUR"
     assert failed.from_account == "****0001" and failed.description == "gym"
+    assert failed.counterparty == "****0002"
     fee = page.entries[3]
-    assert fee.executed_at == fee.scheduled_for == datetime(2026, 3, 5, 11, 0, tzinfo=UTC)
-    assert fee.failure_code is None and [a.status for a in fee.attempts] == ["succeeded"]
+    berlin = datetime(2026, 3, 5, 11, 0, tzinfo=UTC).astimezone(fee.scheduled_at.tzinfo)
+    assert fee.finished_at == fee.scheduled_at == berlin
+    assert fee.scheduled_at.isoformat() == "2026-03-05T12:00:00+01:00"  # Dee's zone
+    assert fee.failure_code is None and fee.attempts == 1 and fee.run_id is not None
     assert page.next_cursor is None
 
 
@@ -93,22 +98,23 @@ async def test_history_pages_and_filters(store: SqlStore, ran: int) -> None:
     cursor = None
     while True:
         page = history(store.engine, HistoryFilter(customer_id=ran), limit=2, cursor=cursor)
-        seen += [(e.kind, e.id) for e in page.entries]
+        seen += [e.id for e in page.entries]
         cursor = page.next_cursor
         if cursor is None:
             break
     full = history(store.engine, HistoryFilter(customer_id=ran))
-    assert seen == [(e.kind, e.id) for e in full.entries]
+    assert seen == [e.id for e in full.entries]
     only_failed = history(store.engine, HistoryFilter(customer_id=ran, statuses=("failed",)))
-    assert [e.scheduled_date for e in only_failed.entries] == [date(2026, 3, 17)]
+    assert [e.occurrence for e in only_failed.entries] == ["2026-03-17"]
     recurring = history(store.engine, HistoryFilter(customer_id=ran, kinds=("recurring",)))
     assert {e.kind for e in recurring.entries} == {"recurring"} and len(recurring.entries) == 3
     window = history(store.engine, HistoryFilter(
-        customer_id=ran, scheduled_from=datetime(2026, 3, 4, tzinfo=UTC),
-        scheduled_until=datetime(2026, 3, 11, tzinfo=UTC),
+        customer_id=ran, since=datetime(2026, 3, 4, tzinfo=UTC),
+        until=datetime(2026, 3, 11, tzinfo=UTC),
     ))  # fmt: skip
-    assert [e.scheduled_date for e in window.entries] == [date(2026, 3, 10), date(2026, 3, 5)]
-    assert history(store.engine, HistoryFilter(customer_id=ran + 1)).entries == ()
+    assert [e.occurrence for e in window.entries] == ["2026-03-10", "2026-03-05"]
+    with pytest.raises(NotFound):
+        history(store.engine, HistoryFilter(customer_id=ran + 1))
     with pytest.raises(InvalidRequest):
         history(store.engine, HistoryFilter(customer_id=ran), cursor="garbage")
     with pytest.raises(InvalidRequest):

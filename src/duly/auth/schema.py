@@ -9,12 +9,13 @@ reused once its token is revoked, and ``duly token revoke NAME`` always means on
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, String, Table, text
+from sqlalchemy import Column, ForeignKey, Index, String, Table, text
 
+import duly.banking.schema  # noqa: F401  (customers: referenced below)
 from duly.engine.store.schema import metadata
-from duly.engine.store.types import UTCDateTime
+from duly.engine.store.types import IdType, UTCDateTime
 
-__all__ = ["tokens"]
+__all__ = ["token_customers", "tokens"]
 
 _ACTIVE = text("revoked_at IS NULL")
 
@@ -39,4 +40,13 @@ tokens = Table(
         postgresql_where=_ACTIVE,
         sqlite_where=_ACTIVE,
     ),
+)
+
+#: The customers a ``channel`` token acts for (migration ``0014``); a channel token with no
+#: row here acts for no customer on the routes that check (a customer's history).
+token_customers = Table(
+    "token_customers",
+    metadata,
+    Column("token_id", String(16), ForeignKey("tokens.id"), primary_key=True),
+    Column("customer_id", IdType, ForeignKey("customers.id"), primary_key=True),
 )

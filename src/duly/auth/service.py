@@ -6,6 +6,7 @@ its SHA-256 (see :mod:`duly.auth.tokens`), and no log line carries either.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,8 +16,9 @@ from sqlalchemy import Connection, Engine, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from duly.auth.roles import Role
-from duly.auth.schema import tokens
+from duly.auth.schema import token_customers, tokens
 from duly.auth.tokens import check_name, new_token, parse_token, token_matches
+from duly.banking.schema import customers as customers_table
 from duly.clock import Clock
 
 __all__ = [
@@ -64,6 +66,8 @@ class TokenRow:
     revoked_at: datetime | None
     revoked_by: str | None
     last_used_at: datetime | None
+    #: The customers a ``channel`` token acts for (empty: none, or another role).
+    customers: tuple[int, ...] = ()
 
     def active(self, now: datetime) -> bool:
         """Neither revoked nor expired at ``now``."""
@@ -88,6 +92,12 @@ class Principal:
     token_id: str
     name: str
     role: Role
+    #: The customers a ``channel`` token acts for; an unbound channel token acts for none.
+    customers: frozenset[int] = frozenset()
+
+    def acts_for(self, customer_id: int) -> bool:
+        """Whether this caller may see ``customer_id``'s data: staff roles any, a channel its own."""
+        return self.role is not Role.CHANNEL or customer_id in self.customers
 
     @property
     def recorded_as(self) -> str:
@@ -98,7 +108,7 @@ class Principal:
 _COLUMNS = [c for c in tokens.c if c.name != "secret_hash"]
 
 
-def _row(r: Any) -> TokenRow:
+def _row(r: Any, bound: Sequence[int] = ()) -> TokenRow:
     return TokenRow(
         id=r.id,
         name=r.name,
@@ -109,7 +119,19 @@ def _row(r: Any) -> TokenRow:
         revoked_at=r.revoked_at,
         revoked_by=r.revoked_by,
         last_used_at=r.last_used_at,
+        customers=tuple(sorted(bound)),
     )
+
+
+def _bound(conn: Connection, token_ids: Sequence[str]) -> dict[str, list[int]]:
+    """The customers each of ``token_ids`` is bound to."""
+    out: dict[str, list[int]] = {}
+    if not token_ids:
+        return out
+    query = select(token_customers).where(token_customers.c.token_id.in_(list(token_ids)))
+    for r in conn.execute(query):
+        out.setdefault(r.token_id, []).append(int(r.customer_id))
+    return out
 
 
 class TokenService:
@@ -120,14 +142,26 @@ class TokenService:
         self.clock = clock
 
     def create(
-        self, name: str, role: Role, *, created_by: str, expires_in: timedelta | None = None
+        self,
+        name: str,
+        role: Role,
+        *,
+        created_by: str,
+        expires_in: timedelta | None = None,
+        customers: Sequence[int] = (),
     ) -> CreatedToken:
         """Issue a token named ``name`` with ``role``, valid for ``expires_in`` (or forever).
 
+        A ``channel`` token acts for ``customers`` only (on the routes that check).
+
         :raises DuplicateTokenName: if a token not revoked has that name.
+        :raises TokenError: customers for a role other than channel, or an unknown customer.
         :raises ValueError: for a bad name.
         """
         check_name(name)
+        bound = sorted(set(customers))
+        if bound and role is not Role.CHANNEL:
+            raise TokenError("only a channel token is bound to customers")
         now = self.clock.now()
         expires_at = now + expires_in if expires_in is not None else None
         for _ in range(_ID_ATTEMPTS):
@@ -135,6 +169,7 @@ class TokenService:
             try:
                 with self.engine.begin() as conn:
                     self._check_name_free(conn, name)
+                    self._check_customers(conn, bound)
                     conn.execute(
                         insert(tokens).values(
                             id=issued.token_id,
@@ -146,6 +181,11 @@ class TokenService:
                             expires_at=expires_at,
                         )
                     )
+                    if bound:
+                        conn.execute(
+                            insert(token_customers),
+                            [{"token_id": issued.token_id, "customer_id": c} for c in bound],
+                        )
                     row = self._get(conn, issued.token_id)
             except IntegrityError:
                 # a name taken by a concurrent create, or (rarely) an id already in use
@@ -161,7 +201,8 @@ class TokenService:
         """Every token, revoked ones included, oldest first."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(*_COLUMNS).order_by(tokens.c.created_at, tokens.c.id)).all()
-        return [_row(r) for r in rows]
+            bound = _bound(conn, [r.id for r in rows if r.role == Role.CHANNEL.value])
+        return [_row(r, bound.get(r.id, ())) for r in rows]
 
     def get(self, token_id: str) -> TokenRow | None:
         """The token with public id ``token_id``, if any."""
@@ -207,7 +248,11 @@ class TokenService:
         if not row.active(now):
             return None
         self._touch(row, now)
-        return Principal(token_id=row.id, name=row.name, role=row.role)
+        acts_for: frozenset[int] = frozenset()
+        if row.role is Role.CHANNEL:
+            with self.engine.connect() as conn:
+                acts_for = frozenset(_bound(conn, [row.id]).get(row.id, ()))
+        return Principal(token_id=row.id, name=row.name, role=row.role, customers=acts_for)
 
     # -- helpers ------------------------------------------------------------------
 
@@ -229,7 +274,9 @@ class TokenService:
     @staticmethod
     def _get(conn: Connection, token_id: str) -> TokenRow | None:
         r = conn.execute(select(*_COLUMNS).where(tokens.c.id == token_id)).first()
-        return _row(r) if r is not None else None
+        if r is None:
+            return None
+        return _row(r, _bound(conn, [r.id]).get(r.id, ()))
 
     def _find(self, conn: Connection, id_or_name: str) -> TokenRow | None:
         by_id = self._get(conn, id_or_name)
@@ -238,7 +285,18 @@ class TokenService:
         r = conn.execute(
             select(*_COLUMNS).where(tokens.c.name == id_or_name, tokens.c.revoked_at.is_(None))
         ).first()
-        return _row(r) if r is not None else None
+        return self._get(conn, r.id) if r is not None else None
+
+    @staticmethod
+    def _check_customers(conn: Connection, bound: Sequence[int]) -> None:
+        if not bound:
+            return
+        known = conn.execute(
+            select(customers_table.c.id).where(customers_table.c.id.in_(list(bound)))
+        ).scalars()
+        missing = sorted(set(bound) - {int(c) for c in known})
+        if missing:
+            raise TokenError(f"no customer {', '.join(map(str, missing))} to bind the token to")
 
     @staticmethod
     def _check_name_free(conn: Connection, name: str) -> None:

@@ -16,6 +16,7 @@ from duly.cli.bank_sim import bank_sim
 from duly.cli.banking import accounts_app, customers_app
 from duly.cli.common import state
 from duly.cli.db import db_app
+from duly.cli.history import history_app
 from duly.cli.jobs import jobs_app, trigger
 from duly.cli.ledger import ledger_app
 from duly.cli.notify import deliveries_app, notify_app, reminders_app
@@ -55,6 +56,7 @@ for _name, _group in (
     ("transfers", transfers_app),
     ("recurring", recurring_app),
     ("token", token_app),
+    ("history", history_app),
 ):
     app.add_typer(_group, name=_name)
 

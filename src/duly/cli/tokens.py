@@ -24,8 +24,12 @@ def token_create(
         str | None, typer.Option("--expires-in", help="Lifetime: 90d, 12h or 30m (default: none).")
     ] = None,
     by: Annotated[str, typer.Option("--by", help="Who creates it.")] = "cli",
+    customer: Annotated[
+        list[int] | None,
+        typer.Option("--customer", min=1, help="channel only: a customer it acts for (repeatable)."),
+    ] = None,
 ) -> None:
-    """Create a token and print it once."""
+    """Create a token and print it once; a channel token acts for its --customer ids only."""
     from duly.auth.durations import parse_duration
     from duly.auth.roles import parse_role
     from duly.auth.service import TokenService
@@ -40,13 +44,15 @@ def token_create(
     with open_system() as system:
         try:
             created = TokenService(system.store.engine, system.clock).create(
-                name, parsed_role, created_by=by, expires_in=lifetime
+                name, parsed_role, created_by=by, expires_in=lifetime, customers=customer or ()
             )
         except ValueError as exc:
             fail(str(exc))
     row = created.row
+    acts_for = f", for customers {', '.join(map(str, row.customers))}" if row.customers else ""
     typer.echo(
-        f"token {row.id} created: {row.name} ({row.role.value}), expires {iso(row.expires_at)}",
+        f"token {row.id} created: {row.name} ({row.role.value}{acts_for}), "
+        f"expires {iso(row.expires_at)}",
         err=True,
     )
     typer.echo(created.text)
@@ -63,11 +69,12 @@ def token_list() -> None:
 
     with open_system() as system:
         rows = TokenService(system.store.engine, system.clock).list()
-    table = Table("id", "name", "role", "created", "expires", "last used", "revoked")
+    table = Table("id", "name", "role", "customers", "created", "expires", "last used", "revoked")
     for r in rows:
         revoked = f"{iso(r.revoked_at)} by {r.revoked_by}" if r.revoked_at else "-"
         table.add_row(
-            r.id, r.name, r.role.value, iso(r.created_at), iso(r.expires_at),
+            r.id, r.name, r.role.value, ",".join(map(str, r.customers)) or "-",
+            iso(r.created_at), iso(r.expires_at),
             iso(r.last_used_at), revoked,
         )  # fmt: skip
     Console(width=200).print(table)

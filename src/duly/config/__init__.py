@@ -32,6 +32,7 @@ from duly.config.balance_check import BalanceCheckSettings, JobsSettings
 from duly.config.database import DatabaseSettings, redact_url
 from duly.config.engine import EngineSettings, LoggingSettings
 from duly.config.errors import ConfigError, ConfigProblem
+from duly.config.history import HistorySettings
 from duly.config.loader import load_settings, settings_from_cli
 from duly.config.notify import DeliverySettings, EmailSettings, NotifySettings, ReminderSettings
 from duly.config.schedules import ScheduleSettings
@@ -47,6 +48,7 @@ __all__ = [
     "DeliverySettings",
     "EmailSettings",
     "EngineSettings",
+    "HistorySettings",
     "JobsSettings",
     "LoggingSettings",
     "NotifySettings",

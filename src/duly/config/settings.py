@@ -17,6 +17,7 @@ from duly.config.balance_check import JobsSettings
 from duly.config.database import DatabaseSettings, check_database_url, redact_url
 from duly.config.engine import EngineSettings, LoggingSettings
 from duly.config.fields import IanaZone, NonEmptyStr, none_is_empty
+from duly.config.history import HistorySettings
 from duly.config.notify import NotifySettings
 from duly.config.schedules import ScheduleSettings
 
@@ -66,12 +67,14 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    history: HistorySettings = Field(default_factory=HistorySettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     schedules: list[ScheduleSettings] = Field(default_factory=list)
     notify: NotifySettings = Field(default_factory=NotifySettings)
 
     _empty_sections = field_validator(
-        "database", "logging", "engine", "api", "audit", "jobs", "notify", mode="before"
+        "database", "logging", "engine", "api", "audit", "history", "jobs", "notify",
+        mode="before",
     )(none_is_empty)
 
     @field_validator("schedules", mode="before")

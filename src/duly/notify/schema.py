@@ -95,6 +95,16 @@ reminders = Table(
 )
 Index("ix_reminders_occurrence", reminders.c.occurrence_key, reminders.c.status)
 Index("ix_reminders_ref", reminders.c.kind, reminders.c.ref_id)
+_handed_over = text("delivery_id IS NOT NULL")
+# Reminders sent, per customer by send time: the execution history's keyset (migration 0014).
+Index(
+    "ix_reminders_customer_history",
+    reminders.c.customer_id,
+    reminders.c.send_at,
+    reminders.c.id,
+    postgresql_where=_handed_over,
+    sqlite_where=_handed_over,
+)
 
 reminder_plans = Table(
     "reminder_plans",

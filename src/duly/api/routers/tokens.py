@@ -12,6 +12,7 @@ from pydantic import Field
 
 from duly.api.context import Ctx
 from duly.api.errors import ApiError
+from duly.api.money import RefId
 from duly.api.pagination import Cursor, Limit, Page, decode_cursor, page_of
 from duly.api.paths import API_PREFIX
 from duly.api.schemas import Request as Body
@@ -32,6 +33,8 @@ class TokenIn(Body):
     role: Role
     expires_in: str | None = Field(None, max_length=16, examples=["90d"],
                                    description="Lifetime: `90d`, `12h` or `30m`; none: no expiry.")  # fmt: skip
+    customers: list[RefId] = Field(default_factory=list, max_length=1000,
+                                   description="channel only: the customers it acts for (a customer's history).")  # fmt: skip
 
 
 class Token(Response):
@@ -46,6 +49,7 @@ class Token(Response):
     revoked_at: datetime | None
     revoked_by: str | None
     last_used_at: datetime | None
+    customers: list[int] = Field(description="The customers a channel token acts for.")
 
 
 class IssuedToken(Token):
@@ -79,7 +83,7 @@ def create_token(ctx: Ctx, request: Request, body: TokenIn) -> IssuedToken:
     except ValueError as exc:
         raise ApiError(422, f"expires_in: {exc}") from None
     created = ctx.tokens.create(body.name, body.role, created_by=_actor(request),
-                                expires_in=lifetime)  # fmt: skip
+                                expires_in=lifetime, customers=body.customers)  # fmt: skip
     return IssuedToken(**token_out(created.row).model_dump(), token=created.text)
 
 

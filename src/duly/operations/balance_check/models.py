@@ -118,6 +118,13 @@ Index(
     balance_check_results.c.customer_id,
     balance_check_results.c.business_date,
 )
+# A customer's checks by time, tie-broken by id: the execution history's keyset (migration 0014).
+Index(
+    "ix_balance_check_results_customer_history",
+    balance_check_results.c.customer_id,
+    balance_check_results.c.checked_at,
+    balance_check_results.c.id,
+)
 
 error_logs = Table(
     "error_logs",

@@ -110,6 +110,8 @@ recurring_occurrences = Table(
     Column("seq", Integer, nullable=False),
     Column("unadjusted_date", Date, nullable=False),
     Column("execution_date", Date, nullable=False),
+    # The payment's customer, copied so a customer's history reads one index (migration 0014).
+    Column("customer_id", IdType),
     *execution_columns(),
     UniqueConstraint("payment_id", "unadjusted_date"),
     CheckConstraint(
@@ -127,6 +129,12 @@ Index(
 )
 
 Index("ix_recurring_occurrences_execute_at", recurring_occurrences.c.execute_at)
+Index(
+    "ix_recurring_occurrences_customer_history",
+    recurring_occurrences.c.customer_id,
+    recurring_occurrences.c.execute_at,
+    recurring_occurrences.c.id,
+)
 
 RECURRING_JOB = "recurring.execute"
 

@@ -380,6 +380,7 @@ class RecurringPayments:
                 insert(_O)
                 .values(
                     payment_id=payment.id,
+                    customer_id=payment.customer_id,
                     seq=occ.seq,
                     unadjusted_date=occ.unadjusted_date,
                     execution_date=occ.execution_date,

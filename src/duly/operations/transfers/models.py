@@ -64,10 +64,12 @@ scheduled_transfers = Table(
     ),
 )
 
+# A customer's transfers newest first, tie-broken by id: the history's keyset (migration 0014).
 Index(
-    "ix_scheduled_transfers_customer",
+    "ix_scheduled_transfers_customer_history",
     scheduled_transfers.c.customer_id,
     scheduled_transfers.c.execute_at,
+    scheduled_transfers.c.id,
 )
 
 Index(
