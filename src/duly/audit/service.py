@@ -7,8 +7,8 @@ through :class:`AuditLog`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator
-from contextlib import closing
+from collections.abc import Generator, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -144,7 +144,8 @@ class AuditLog:
     # reading
 
     def status(self) -> AuditStatus:
-        with self._engine.connect() as conn:
+        """The head, the unsealed count and the last checkpoint, read at one instant."""
+        with self._snapshot() as conn:
             return AuditStatus(_head(conn), unsealed_count(conn), last_checkpoint(conn))
 
     def list(self, flt: AuditFilter) -> list[AuditEvent]:
@@ -165,16 +166,14 @@ class AuditLog:
             stmt = stmt.where(e.at < flt.until)
         if flt.before_id is not None:
             stmt = stmt.where(e.id < flt.before_id)
-        with self._engine.connect() as conn:
+        with self._snapshot() as conn:
             rows = conn.execute(stmt).all()
         return [AuditEvent(int(row.id), row.at, event_of(row)) for row in rows]
 
     def verify(self, from_seq: int | None = None, key: VerifyKey | None = None) -> VerifyReport:
         """Recompute the chain from ``from_seq`` (default: its start) and check every checkpoint."""
         # One snapshot for the head and the events, so sealing meanwhile cannot look like tampering.
-        with self._engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with self._snapshot() as conn:
             head = _head(conn)
             checkpoints = [
                 checkpoint_of(r)
@@ -183,19 +182,22 @@ class AuditLog:
             anchor = None
             if from_seq is not None and from_seq > 1:
                 anchor = _hash_at(conn, from_seq - 1)
+            pending = unsealed_count(conn)
             with closing(_sealed(conn, from_seq, None)) as events:
-                report = verify_chain(
-                    events, checkpoints, key, anchor=anchor, head=head, start=from_seq
+                return verify_chain(
+                    events,
+                    checkpoints,
+                    key,
+                    anchor=anchor,
+                    head=head,
+                    start=from_seq,
+                    pending=pending,
                 )
-            report.unsealed = unsealed_count(conn)
-        return report
 
     def export(self, out: IO[str], from_seq: int | None = None, to_seq: int | None = None) -> int:
         """Write events ``from_seq``..``to_seq`` with their checkpoints as JSON lines; how many."""
         start = from_seq or 1
-        with self._engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with self._snapshot() as conn:
             anchor = _hash_at(conn, start - 1) if start > 1 else None
             cps = audit_checkpoints.c
             stmt = select(audit_checkpoints).where(cps.seq >= start - 1).order_by(cps.seq)
@@ -210,6 +212,18 @@ class AuditLog:
             }
             with closing(_sealed(conn, start, to_seq)) as events:
                 return write_export(out, events, checkpoints, header=header)
+
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """A read-only transaction on one snapshot (SQLite: without taking the write lock)."""
+        with self._engine.connect() as conn:
+            options: dict[str, Any] = {"duly_readonly": True}
+            if conn.dialect.name == "postgresql":
+                options["isolation_level"] = "REPEATABLE READ"
+            conn = conn.execution_options(**options)
+            with conn.begin():
+                yield conn
 
 
 def _head(conn: Connection) -> ChainHead:
