@@ -21,8 +21,8 @@ from audittest import unguarded
 from conftest import WaitFor
 from duly.audit import AuditEntry, AuditLog, VerifyReport, acting_as, record, system_actor
 from duly.audit.canonical import EventRecord, event_hash, parse_instant
-from duly.audit.schema import audit_checkpoints, audit_events
 from duly.audit.export import verify_file
+from duly.audit.schema import audit_checkpoints, audit_events
 from duly.audit.sealing import checkpoint_of, event_of
 from duly.audit.signing import SigningKey, generate_key_pair, load_verify_key
 from duly.clock import ManualClock
