@@ -7,7 +7,7 @@ through :class:`AuditLog`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -100,13 +100,23 @@ class AuditLog:
         return self._key
 
     def verify_key(self, public_key: Path | None = None) -> VerifyKey:
-        """The key to check signatures with: ``public_key``, else the configured key's public half."""
+        """The key to check signatures with: ``public_key``, else the configured key's public half.
+
+        Never creates a key: verifying with a key made on the spot would prove nothing.
+        """
         if public_key is not None:
             return load_verify_key(public_key)
-        pub = self.settings.signing_key_file.with_suffix(".pub")
+        if self._key is not None:
+            return self._key.public
+        private = self.settings.signing_key_file
+        pub = private.with_suffix(".pub")
         if pub.exists():
             return load_verify_key(pub)
-        return self.signing_key().public
+        if private.exists():
+            return load_signing_key(private).public
+        raise AuditKeyError(
+            f"no audit key at {private} (nor {pub.name} beside it): give the public key"
+        )
 
     # the chain's upkeep
 
@@ -194,8 +204,18 @@ class AuditLog:
                     pending=pending,
                 )
 
-    def export(self, out: IO[str], from_seq: int | None = None, to_seq: int | None = None) -> int:
-        """Write events ``from_seq``..``to_seq`` with their checkpoints as JSON lines; how many."""
+    def export(
+        self,
+        out: IO[str],
+        from_seq: int | None = None,
+        to_seq: int | None = None,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Write events ``from_seq``..``to_seq`` with their checkpoints as JSON lines; how many.
+
+        ``progress(n)`` is called after every :data:`PROGRESS_EVERY` events written.
+        """
         start = from_seq or 1
         with self._snapshot() as conn:
             anchor = _hash_at(conn, start - 1) if start > 1 else None
@@ -211,7 +231,7 @@ class AuditLog:
                 "exported_at": format_instant(self._clock.now()),
             }
             with closing(_sealed(conn, start, to_seq)) as events:
-                return write_export(out, events, checkpoints, header=header)
+                return write_export(out, events, checkpoints, header=header, progress=progress)
 
 
     @contextmanager

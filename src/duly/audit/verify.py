@@ -108,8 +108,15 @@ def _anchor(
     if anchor is not None and anchor.seq == first - 1:
         report.notes.append(f"starts at {first}, trusting the hash of event {anchor.seq} as given")
         return anchor.hash, None
+    missing_from = 1 if anchor is None else anchor.seq + 1
+    if missing_from >= first:
+        return GENESIS, Problem(
+            first, f"the chain starts at {first} with no checkpoint at {first - 1} to anchor it"
+        )
     return GENESIS, Problem(
-        first, f"the chain starts at {first} with no checkpoint at {first - 1} to anchor it"
+        missing_from,
+        f"events {missing_from}..{first - 1} are missing: the chain starts at {first} "
+        f"with no checkpoint at {first - 1} to anchor it",
     )
 
 
@@ -136,6 +143,10 @@ def verify_chain(
     """
     report = VerifyReport(signatures_checked=key is not None, unsealed=pending)
     by_seq = {cp.seq: cp for cp in checkpoints}
+    if len(by_seq) != len(checkpoints):
+        twice = min(seq for seq in by_seq if sum(cp.seq == seq for cp in checkpoints) > 1)
+        report.problem = Problem(twice, f"checkpoint {twice} appears twice")
+        return report
     prev_hash: str | None = None
     expected = 0
     pruned: set[int] = set()
@@ -193,7 +204,9 @@ def verify_chain(
         report.events += 1
         report.last_seq, report.last_hash = seq, digest
         prev_hash, expected = digest, seq + 1
-    _check_end(report, by_seq, head, start)
+    _check_uncovered(report, by_seq, key)
+    if report.ok:
+        _check_end(report, by_seq, head, start)
     if report.ok and head is not None:
         _check_pruned(report, start, pruned, pending)
     return report
@@ -227,6 +240,23 @@ def _check_pruned(report: VerifyReport, start: int | None, pruned: set[int], pen
         1,
         f"events 1..{first - 1} are missing and no audit.prune event records their pruning",
     )
+
+
+def _check_uncovered(
+    report: VerifyReport, by_seq: dict[int, Checkpoint], key: VerifyKey | None
+) -> None:
+    """Checkpoints before the events checked (``verify --from``, a pruned chain): signed right."""
+    first = report.first_seq
+    for seq in sorted(by_seq):
+        if seq < 1:
+            report.problem = Problem(seq, f"checkpoint {seq} names no event")
+            return
+        if first is not None and seq >= max(first - 1, 1):
+            return  # the anchor and those after it were checked against the events
+        bad = _signature_problem(by_seq[seq], key)
+        if bad is not None:
+            report.problem = Problem(seq, bad)
+            return
 
 
 def _check_end(
