@@ -10,11 +10,22 @@ import logging
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    String,
+    and_,
+    case,
+    func,
+    literal,
+    select,
+    type_coerce,
+)
 
 from duly.audit.canonical import ChainHead, Checkpoint, EventRecord, format_instant
 from duly.audit.export import write_export
@@ -43,6 +54,9 @@ from duly.config.audit import AuditSettings
 __all__ = ["AuditEvent", "AuditFilter", "AuditKeyError", "AuditLog", "AuditStatus"]
 
 log = logging.getLogger(__name__)
+
+#: Events read per round trip when streaming the chain.
+_BATCH = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +247,6 @@ class AuditLog:
             with closing(_sealed(conn, start, to_seq)) as events:
                 return write_export(out, events, checkpoints, header=header, progress=progress)
 
-
     @contextmanager
     def _snapshot(self) -> Iterator[Connection]:
         """A read-only transaction on one snapshot (SQLite: without taking the write lock)."""
@@ -263,13 +276,53 @@ def _hash_at(conn: Connection, seq: int) -> ChainHead | None:
     return ChainHead(seq, str(digest))
 
 
-def _sealed(conn: Connection, from_seq: int | None, to_seq: int | None) -> Generator[EventRecord, None, None]:
+def _instant_text(conn: Connection) -> ColumnElement[str]:
+    """``at`` as :func:`~duly.audit.canonical.format_instant` writes it, computed by the database.
+
+    Reading it as text skips building a datetime per row only to format it again: SQLite
+    stores ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC), PostgreSQL formats its ``timestamptz``.
+    """
+    at = audit_events.c.at
+    if conn.dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", at), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+    raw = type_coerce(at, String)
+    fast = func.substr(raw, 1, 10).concat("T").concat(func.substr(raw, 12)).concat("Z")
+    # Text written some other way (a row copied by hand) is read as the type reads it.
+    written_by_duly = and_(func.length(raw) == 26, func.substr(raw, 11, 1) == " ")
+    return case((written_by_duly, fast), else_=literal(_OTHER).concat(raw))
+
+
+_OTHER = "!"
+"""Marks an instant the database could not format (see :func:`_instant_text`)."""
+
+
+def _formatted(text: str) -> str:
+    """An instant the database could not format, formatted as :class:`UTCDateTime` reads it."""
+    try:
+        value = datetime.fromisoformat(text[len(_OTHER) :])
+    except ValueError:
+        return text  # not an instant: it will not hash to what was sealed
+    return format_instant(value if value.tzinfo else value.replace(tzinfo=UTC))
+
+
+def _sealed(
+    conn: Connection, from_seq: int | None, to_seq: int | None
+) -> Generator[EventRecord, None, None]:
+    """The sealed events from ``from_seq`` to ``to_seq`` in order, streamed."""
     e = audit_events.c
-    stmt = select(audit_events).where(e.seq.is_not(None)).order_by(e.seq)
+    # The columns in EventRecord's field order, so each row is built with one call.
+    columns = (e.seq, _instant_text(conn), e.actor, e.actor_name, e.actor_role, e.action,
+               e.object_type, e.object_id, e.request_id, e.details, e.prev_hash, e.hash)  # fmt: skip
+    stmt = select(*columns).where(e.seq.is_not(None)).order_by(e.seq)
     if from_seq is not None:
         stmt = stmt.where(e.seq >= from_seq)
     if to_seq is not None:
         stmt = stmt.where(e.seq <= to_seq)
-    with conn.execution_options(yield_per=5000).execute(stmt) as result:
-        for row in result:
-            yield event_of(row)
+    make = EventRecord
+    with conn.execution_options(yield_per=_BATCH).execute(stmt) as result:
+        for rows in result.partitions(_BATCH):  # a list at a time: no call per row
+            for row in rows:
+                event = make(*row)
+                if event.at[0] == _OTHER:
+                    event.at = _formatted(event.at)
+                yield event

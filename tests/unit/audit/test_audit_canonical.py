@@ -7,6 +7,8 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from duly.audit.canonical import (
     GENESIS,
@@ -107,3 +109,32 @@ def test_a_checkpoint_signature_covers_the_documented_message() -> None:
     assert key.key_id == hashlib.sha256(raw).hexdigest()[:16]
     assert key.public.verifies(9, "c" * 64, EVENT.at, signature)
     assert not key.public.verifies(9, "d" * 64, EVENT.at, signature)
+
+
+_text = st.text(max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.builds(
+        EventRecord,
+        seq=st.none(),
+        at=_text,
+        actor=_text,
+        actor_name=st.none() | _text,
+        actor_role=st.none() | _text,
+        action=_text,
+        object_type=_text,
+        object_id=st.none() | _text,
+        request_id=st.none() | _text,
+        details=st.dictionaries(_text, st.none() | st.integers() | _text, max_size=4).map(
+            canonical_json
+        ),
+    ),
+    st.integers(1, 2**63 - 1),
+    _text,
+)
+def test_the_fast_encoding_is_the_documented_one_for_any_text(
+    event: EventRecord, seq: int, prev_hash: str
+) -> None:
+    assert event_hash(event, seq, prev_hash) == by_hand(event, seq, prev_hash)
