@@ -19,6 +19,7 @@ from duly.api.ratelimit import RateLimiter
 from duly.api.routers import (
     accounts,
     alerts,
+    audit,
     balance_checks,
     customers,
     error_codes,
@@ -57,6 +58,7 @@ RESOURCE_ROUTERS = [
     error_codes.router,
     alerts.router,
     tokens.router,
+    audit.router,
 ]
 
 _DESCRIPTION = """\

@@ -10,6 +10,7 @@ no task or copy per request.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -25,6 +26,7 @@ from starlette.exceptions import HTTPException
 from duly.api.errors import error_body
 from duly.api.paths import API_PREFIX
 from duly.api.ratelimit import RateLimiter
+from duly.audit import Actor, in_request
 from duly.auth.service import Principal, TokenService
 from duly.clock import Clock
 
@@ -94,11 +96,12 @@ class RequestGate:
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
-                await self._gate(scope, receive, send_with_id)
+                await self._gate(scope, receive, send_with_id, request_id)
             finally:
                 self._observe(scope, status_seen[0], time.perf_counter() - started)
 
-    async def _gate(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _gate(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        acting: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
             await _refuse(send, 413, "BODY_TOO_LARGE", self._too_large())
@@ -119,6 +122,9 @@ class RequestGate:
                               {"retry-after": str(retry)})  # fmt: skip
                 return
             structlog.contextvars.bind_contextvars(token_id=principal.token_id)
+            # Every audit event the request writes carries the token and the request id.
+            actor = Actor(f"token:{principal.token_id}", principal.name, principal.role.value)
+            acting = in_request(actor, request_id)
             if _has_nul(scope):
                 # PostgreSQL cannot store or even compare text with NUL in it (a driver error,
                 # so a 500); refused here once rather than in every route taking a string.
@@ -133,7 +139,8 @@ class RequestGate:
             await send(message)
 
         try:
-            await self.app(scope, self._limited(receive), send_tracking)
+            with acting:
+                await self.app(scope, self._limited(receive), send_tracking)
         except _BodyTooLarge:
             if not started[0]:
                 await _refuse(send, 413, "BODY_TOO_LARGE", self._too_large())

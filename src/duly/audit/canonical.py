@@ -15,11 +15,12 @@ in any language; ``docs/audit.md`` shows how.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from hashlib import sha256
+from json.encoder import encode_basestring as _quote  # what json.dumps(ensure_ascii=False) uses
 from typing import Any
 
 __all__ = [
@@ -40,9 +41,14 @@ GENESIS = "0" * 64
 """The ``prev_hash`` of the first event of a chain."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EventRecord:
-    """An audit event as the chain sees it (``seq`` and the hashes ``None`` until sealed)."""
+    """An audit event as the chain sees it (``seq`` and the hashes ``None`` until sealed).
+
+    Treat it as immutable (:func:`dataclasses.replace` makes a changed copy). It is not
+    ``frozen`` because a frozen dataclass is built ten times slower, and verification
+    builds one per event read.
+    """
 
     seq: int | None
     at: str
@@ -131,7 +137,7 @@ def format_instant(at: datetime) -> str:
     """``at`` in UTC, always with microseconds: ``2026-12-07T11:44:50.000000Z``."""
     if at.tzinfo is None:
         raise ValueError("an aware datetime is required")
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_instant(text: str) -> datetime:
@@ -139,28 +145,19 @@ def parse_instant(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
 def event_hash(event: EventRecord, seq: int, prev_hash: str) -> str:
     """The hash of ``event`` at position ``seq`` after an event hashed ``prev_hash``."""
-    head = _dumps(
-        [
-            VERSION,
-            seq,
-            event.at,
-            event.actor,
-            event.actor_name,
-            event.actor_role,
-            event.action,
-            event.object_type,
-            event.object_id,
-            event.request_id,
-            prev_hash,
-        ]
+    # The documented JSON array written field by field: json.dumps of the list gives the
+    # same text (the tests check it) at a third of the speed, and verification is this loop.
+    q = _quote
+    name, role, oid, rid = event.actor_name, event.actor_role, event.object_id, event.request_id
+    payload = (
+        f'["{VERSION}",{int(seq)},{q(event.at)},{q(event.actor)},'
+        f"{'null' if name is None else q(name)},{'null' if role is None else q(role)},"
+        f"{q(event.action)},{q(event.object_type)},{'null' if oid is None else q(oid)},"
+        f"{'null' if rid is None else q(rid)},{q(prev_hash)},{event.details}]"
     )
-    payload = f"{head[:-1]},{event.details}]"
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return sha256(payload.encode()).hexdigest()
 
 
 def link(events: Iterable[EventRecord], head: ChainHead) -> Iterator[EventRecord]:

@@ -10,14 +10,17 @@ before ``to``. :func:`verify_file` checks such a file with a public key alone.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 from duly.audit.canonical import VERSION, ChainHead, Checkpoint, EventRecord
 from duly.audit.signing import VerifyKey
 from duly.audit.verify import Problem, VerifyReport, verify_chain
 
-__all__ = ["ExportFormatError", "read_export", "verify_file", "write_export"]
+__all__ = ["PROGRESS_EVERY", "ExportFormatError", "read_export", "verify_file", "write_export"]
+
+PROGRESS_EVERY = 50_000
+"""How many events an export writes between two progress calls."""
 
 
 class ExportFormatError(ValueError):
@@ -30,13 +33,19 @@ def write_export(
     checkpoints: Iterable[Checkpoint],
     *,
     header: dict[str, Any],
+    progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Write the header, ``events`` and ``checkpoints`` as JSON lines; how many events."""
+    """Write the header, ``events`` and ``checkpoints`` as JSON lines; how many events.
+
+    ``progress(n)`` is called after every :data:`PROGRESS_EVERY` events.
+    """
     out.write(json.dumps({"type": "header", "version": VERSION, **header}) + "\n")
     count = 0
     for event in events:
         out.write(json.dumps({"type": "event", **event.as_json()}, ensure_ascii=False) + "\n")
         count += 1
+        if progress is not None and count % PROGRESS_EVERY == 0:
+            progress(count)
     for cp in checkpoints:
         out.write(json.dumps({"type": "checkpoint", **cp.as_json()}) + "\n")
     return count

@@ -38,7 +38,11 @@ _SECRET_WORDS = frozenset(
         "hash",
     }
 )
-_ACCOUNT_WORDS = frozenset({"account", "account_id", "account_number", "iban", "counterparty"})
+_ACCOUNT_WORDS = frozenset(
+    {"account", "accounts", "account_id", "account_ids", "account_number", "iban", "ibans",
+     "counterparty"}
+)  # fmt: skip
+_ACCOUNT_ENDINGS = ("_account_id", "_account_ids", "_account_number", "_iban", "_ibans")
 
 
 def mask_account(value: str) -> str:
@@ -60,7 +64,7 @@ def _is_secret(key: str) -> bool:
 
 def _is_account(key: str) -> bool:
     k, last = _words(key)
-    return k in _ACCOUNT_WORDS or last == "account" or k.endswith(("_account_id", "_iban"))
+    return k in _ACCOUNT_WORDS or last in ("account", "accounts") or k.endswith(_ACCOUNT_ENDINGS)
 
 
 def _plain(value: Any) -> Any:
@@ -85,6 +89,9 @@ def _clean(key: str | None, value: Any) -> Any:
         if key is not None and _is_account(key):
             return mask_account(value)
         return mask_pans(value)
+    if isinstance(value, int) and not isinstance(value, bool) and key is not None:
+        # An account number given as a number is still an account number.
+        return mask_account(str(value)) if _is_account(key) else value
     if isinstance(value, float):
         # Money is never a float; a float in details is a bug upstream, kept as text.
         return repr(value)

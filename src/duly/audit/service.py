@@ -7,14 +7,25 @@ through :class:`AuditLog`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator
-from contextlib import closing
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    String,
+    and_,
+    case,
+    func,
+    literal,
+    select,
+    type_coerce,
+)
 
 from duly.audit.canonical import ChainHead, Checkpoint, EventRecord, format_instant
 from duly.audit.export import write_export
@@ -43,6 +54,9 @@ from duly.config.audit import AuditSettings
 __all__ = ["AuditEvent", "AuditFilter", "AuditKeyError", "AuditLog", "AuditStatus"]
 
 log = logging.getLogger(__name__)
+
+#: Events read per round trip when streaming the chain.
+_BATCH = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +114,23 @@ class AuditLog:
         return self._key
 
     def verify_key(self, public_key: Path | None = None) -> VerifyKey:
-        """The key to check signatures with: ``public_key``, else the configured key's public half."""
+        """The key to check signatures with: ``public_key``, else the configured key's public half.
+
+        Never creates a key: verifying with a key made on the spot would prove nothing.
+        """
         if public_key is not None:
             return load_verify_key(public_key)
-        pub = self.settings.signing_key_file.with_suffix(".pub")
+        if self._key is not None:
+            return self._key.public
+        private = self.settings.signing_key_file
+        pub = private.with_suffix(".pub")
         if pub.exists():
             return load_verify_key(pub)
-        return self.signing_key().public
+        if private.exists():
+            return load_signing_key(private).public
+        raise AuditKeyError(
+            f"no audit key at {private} (nor {pub.name} beside it): give the public key"
+        )
 
     # the chain's upkeep
 
@@ -144,7 +168,8 @@ class AuditLog:
     # reading
 
     def status(self) -> AuditStatus:
-        with self._engine.connect() as conn:
+        """The head, the unsealed count and the last checkpoint, read at one instant."""
+        with self._snapshot() as conn:
             return AuditStatus(_head(conn), unsealed_count(conn), last_checkpoint(conn))
 
     def list(self, flt: AuditFilter) -> list[AuditEvent]:
@@ -165,16 +190,14 @@ class AuditLog:
             stmt = stmt.where(e.at < flt.until)
         if flt.before_id is not None:
             stmt = stmt.where(e.id < flt.before_id)
-        with self._engine.connect() as conn:
+        with self._snapshot() as conn:
             rows = conn.execute(stmt).all()
         return [AuditEvent(int(row.id), row.at, event_of(row)) for row in rows]
 
     def verify(self, from_seq: int | None = None, key: VerifyKey | None = None) -> VerifyReport:
         """Recompute the chain from ``from_seq`` (default: its start) and check every checkpoint."""
         # One snapshot for the head and the events, so sealing meanwhile cannot look like tampering.
-        with self._engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with self._snapshot() as conn:
             head = _head(conn)
             checkpoints = [
                 checkpoint_of(r)
@@ -183,19 +206,32 @@ class AuditLog:
             anchor = None
             if from_seq is not None and from_seq > 1:
                 anchor = _hash_at(conn, from_seq - 1)
+            pending = unsealed_count(conn)
             with closing(_sealed(conn, from_seq, None)) as events:
-                report = verify_chain(
-                    events, checkpoints, key, anchor=anchor, head=head, start=from_seq
+                return verify_chain(
+                    events,
+                    checkpoints,
+                    key,
+                    anchor=anchor,
+                    head=head,
+                    start=from_seq,
+                    pending=pending,
                 )
-            report.unsealed = unsealed_count(conn)
-        return report
 
-    def export(self, out: IO[str], from_seq: int | None = None, to_seq: int | None = None) -> int:
-        """Write events ``from_seq``..``to_seq`` with their checkpoints as JSON lines; how many."""
+    def export(
+        self,
+        out: IO[str],
+        from_seq: int | None = None,
+        to_seq: int | None = None,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Write events ``from_seq``..``to_seq`` with their checkpoints as JSON lines; how many.
+
+        ``progress(n)`` is called after every :data:`PROGRESS_EVERY` events written.
+        """
         start = from_seq or 1
-        with self._engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with self._snapshot() as conn:
             anchor = _hash_at(conn, start - 1) if start > 1 else None
             cps = audit_checkpoints.c
             stmt = select(audit_checkpoints).where(cps.seq >= start - 1).order_by(cps.seq)
@@ -209,7 +245,18 @@ class AuditLog:
                 "exported_at": format_instant(self._clock.now()),
             }
             with closing(_sealed(conn, start, to_seq)) as events:
-                return write_export(out, events, checkpoints, header=header)
+                return write_export(out, events, checkpoints, header=header, progress=progress)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """A read-only transaction on one snapshot (SQLite: without taking the write lock)."""
+        with self._engine.connect() as conn:
+            options: dict[str, Any] = {"duly_readonly": True}
+            if conn.dialect.name == "postgresql":
+                options["isolation_level"] = "REPEATABLE READ"
+            conn = conn.execution_options(**options)
+            with conn.begin():
+                yield conn
 
 
 def _head(conn: Connection) -> ChainHead:
@@ -229,13 +276,53 @@ def _hash_at(conn: Connection, seq: int) -> ChainHead | None:
     return ChainHead(seq, str(digest))
 
 
-def _sealed(conn: Connection, from_seq: int | None, to_seq: int | None) -> Generator[EventRecord, None, None]:
+def _instant_text(conn: Connection) -> ColumnElement[str]:
+    """``at`` as :func:`~duly.audit.canonical.format_instant` writes it, computed by the database.
+
+    Reading it as text skips building a datetime per row only to format it again: SQLite
+    stores ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC), PostgreSQL formats its ``timestamptz``.
+    """
+    at = audit_events.c.at
+    if conn.dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", at), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+    raw = type_coerce(at, String)
+    fast = func.substr(raw, 1, 10).concat("T").concat(func.substr(raw, 12)).concat("Z")
+    # Text written some other way (a row copied by hand) is read as the type reads it.
+    written_by_duly = and_(func.length(raw) == 26, func.substr(raw, 11, 1) == " ")
+    return case((written_by_duly, fast), else_=literal(_OTHER).concat(raw))
+
+
+_OTHER = "!"
+"""Marks an instant the database could not format (see :func:`_instant_text`)."""
+
+
+def _formatted(text: str) -> str:
+    """An instant the database could not format, formatted as :class:`UTCDateTime` reads it."""
+    try:
+        value = datetime.fromisoformat(text[len(_OTHER) :])
+    except ValueError:
+        return text  # not an instant: it will not hash to what was sealed
+    return format_instant(value if value.tzinfo else value.replace(tzinfo=UTC))
+
+
+def _sealed(
+    conn: Connection, from_seq: int | None, to_seq: int | None
+) -> Generator[EventRecord, None, None]:
+    """The sealed events from ``from_seq`` to ``to_seq`` in order, streamed."""
     e = audit_events.c
-    stmt = select(audit_events).where(e.seq.is_not(None)).order_by(e.seq)
+    # The columns in EventRecord's field order, so each row is built with one call.
+    columns = (e.seq, _instant_text(conn), e.actor, e.actor_name, e.actor_role, e.action,
+               e.object_type, e.object_id, e.request_id, e.details, e.prev_hash, e.hash)  # fmt: skip
+    stmt = select(*columns).where(e.seq.is_not(None)).order_by(e.seq)
     if from_seq is not None:
         stmt = stmt.where(e.seq >= from_seq)
     if to_seq is not None:
         stmt = stmt.where(e.seq <= to_seq)
-    with conn.execution_options(yield_per=5000).execute(stmt) as result:
-        for row in result:
-            yield event_of(row)
+    make = EventRecord
+    with conn.execution_options(yield_per=_BATCH).execute(stmt) as result:
+        for rows in result.partitions(_BATCH):  # a list at a time: no call per row
+            for row in rows:
+                event = make(*row)
+                if event.at[0] == _OTHER:
+                    event.at = _formatted(event.at)
+                yield event

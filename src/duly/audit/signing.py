@@ -54,9 +54,16 @@ class VerifyKey:
         return _key_id(self.key)
 
     def verifies(self, seq: int, hash_: str, at: str, signature_hex: str) -> bool:
-        """Whether ``signature_hex`` is this key's signature of the checkpoint."""
+        """Whether ``signature_hex`` is this key's signature of the checkpoint.
+
+        Only the form :meth:`SigningKey.sign` writes (lower-case hex) counts, so no stored
+        signature can change, even in its letters' case, and still verify.
+        """
         try:
-            self.key.verify(bytes.fromhex(signature_hex), checkpoint_message(seq, hash_, at))
+            raw = bytes.fromhex(signature_hex)
+            if raw.hex() != signature_hex:
+                return False
+            self.key.verify(raw, checkpoint_message(seq, hash_, at))
         except (InvalidSignature, ValueError):
             return False
         return True

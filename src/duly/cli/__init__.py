@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from duly.cli.alerts import alerts_app
+from duly.cli.audit import audit_app
 from duly.cli.balance import balance_app, errors_app
 from duly.cli.bank_sim import bank_sim
 from duly.cli.banking import accounts_app, customers_app
@@ -57,6 +58,7 @@ for _name, _group in (
     ("recurring", recurring_app),
     ("token", token_app),
     ("history", history_app),
+    ("audit", audit_app),
 ):
     app.add_typer(_group, name=_name)
 
