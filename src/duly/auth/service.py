@@ -14,6 +14,7 @@ import structlog
 from sqlalchemy import Connection, Engine, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from duly.audit import AuditEntry, record
 from duly.auth.roles import Role
 from duly.auth.schema import tokens
 from duly.auth.tokens import check_name, new_token, parse_token, token_matches
@@ -107,6 +108,22 @@ def _row(r: Any) -> TokenRow:
     )
 
 
+def _token_entry(action: str, row: TokenRow) -> AuditEntry:
+    """The audit event of a token change: who holds it and what it may do, never its secret.
+
+    The row read back holds no hash (``_COLUMNS`` leaves it out), so none can slip in here.
+    """
+    details: dict[str, Any] = {
+        "name": row.name,
+        "role": row.role.value,
+        "expires_at": row.expires_at,
+        "created_by": row.created_by,
+    }
+    if row.revoked_at is not None:
+        details["revoked_by"] = row.revoked_by
+    return AuditEntry(action, "token", row.id, details)
+
+
 class TokenService:
     """API tokens on one database; time comes from ``clock``."""
 
@@ -142,6 +159,8 @@ class TokenService:
                         )
                     )
                     row = self._get(conn, issued.token_id)
+                    assert row is not None
+                    record(conn, [_token_entry("token.create", row)], now)
             except IntegrityError:
                 # a name taken by a concurrent create, or (rarely) an id already in use
                 with self.engine.connect() as conn:
@@ -181,7 +200,8 @@ class TokenService:
                 .values(revoked_at=now, revoked_by=revoked_by)
             )
             revoked = self._get(conn, row.id)
-        assert revoked is not None
+            assert revoked is not None
+            record(conn, [_token_entry("token.revoke", revoked)], now)
         log.info("token revoked", token_id=revoked.id, name=revoked.name)
         return revoked
 
