@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy import Connection, Engine, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from duly.audit import AuditEntry, record
 from duly.auth.roles import Role
 from duly.auth.schema import token_customers, tokens
 from duly.auth.tokens import check_name, new_token, parse_token, token_matches
@@ -134,6 +135,24 @@ def _bound(conn: Connection, token_ids: Sequence[str]) -> dict[str, list[int]]:
     return out
 
 
+def _token_entry(action: str, row: TokenRow) -> AuditEntry:
+    """The audit event of a token change: who holds it and what it may do, never its secret.
+
+    The row read back holds no hash (``_COLUMNS`` leaves it out), so none can slip in here.
+    """
+    details: dict[str, Any] = {
+        "name": row.name,
+        "role": row.role.value,
+        "expires_at": row.expires_at,
+        "created_by": row.created_by,
+    }
+    if row.customers:
+        details["customers"] = list(row.customers)
+    if row.revoked_at is not None:
+        details["revoked_by"] = row.revoked_by
+    return AuditEntry(action, "token", row.id, details)
+
+
 class TokenService:
     """API tokens on one database; time comes from ``clock``."""
 
@@ -187,6 +206,8 @@ class TokenService:
                             [{"token_id": issued.token_id, "customer_id": c} for c in bound],
                         )
                     row = self._get(conn, issued.token_id)
+                    assert row is not None
+                    record(conn, [_token_entry("token.create", row)], now)
             except IntegrityError:
                 # a name taken by a concurrent create, or (rarely) an id already in use
                 with self.engine.connect() as conn:
@@ -227,7 +248,8 @@ class TokenService:
                 .values(revoked_at=now, revoked_by=revoked_by)
             )
             revoked = self._get(conn, row.id)
-        assert revoked is not None
+            assert revoked is not None
+            record(conn, [_token_entry("token.revoke", revoked)], now)
         log.info("token revoked", token_id=revoked.id, name=revoked.name)
         return revoked
 

@@ -14,8 +14,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
+from duly.audit import AuditEntry, record
 from duly.banking.errors import BankingError, ErrorCode
-from duly.banking.money import check_currency, mask_account
+from duly.banking.money import check_currency, from_minor, mask_account
 from duly.banking.schema import accounts, customer_pii, customers
 from duly.clock import Clock
 
@@ -131,6 +132,7 @@ class Customers:
                     updated_at=now,
                 )
             )
+            record(conn, [_customer_created(int(customer_id), new)], now)
             created = self._get(conn, int(customer_id))
         assert created is not None
         return created
@@ -174,6 +176,11 @@ class Customers:
                 .where(customers.c.id == customer_id)
                 .values(pii_erased_at=now, updated_at=now)
             )
+            record(
+                conn,
+                [AuditEntry("customer.erase_pii", "customer", customer_id, {"erased": bool(gone)})],
+                now,
+            )
         return bool(gone)
 
     # -- accounts -------------------------------------------------------------------
@@ -193,6 +200,7 @@ class Customers:
                 return self.open_account(new, conn=own)
         if conn.execute(select(accounts.c.id).where(accounts.c.id == new.id)).scalar():
             raise ValueError(f"account {mask_account(new.id)} exists")
+        now = self.clock.now()
         conn.execute(
             insert(accounts).values(
                 id=new.id,
@@ -200,9 +208,10 @@ class Customers:
                 currency=currency,
                 overdraft_limit_minor=new.overdraft_limit_minor,
                 status="open",
-                created_at=self.clock.now(),
+                created_at=now,
             )
         )
+        record(conn, [_account_opened(new, currency)], now)
         return _account(conn.execute(select(accounts).where(accounts.c.id == new.id)).one())
 
     def close_account(self, account_id: str) -> AccountRow:
@@ -210,13 +219,21 @@ class Customers:
 
         :raises BankingError: ``MISSING_DATA`` if it does not exist.
         """
+        now = self.clock.now()
         with self.engine.begin() as conn:
+            before = conn.execute(
+                select(accounts.c.status).where(accounts.c.id == account_id)
+            ).scalar()
             row = conn.execute(
                 update(accounts)
                 .where(accounts.c.id == account_id)
-                .values(status="closed", closed_at=self.clock.now())
+                .values(status="closed", closed_at=now)
                 .returning(*accounts.c)
             ).one_or_none()
+            if row is not None:
+                entry = AuditEntry("account.close", "account", mask_account(account_id),
+                                   {"status": {"before": before, "after": "closed"}})  # fmt: skip
+                record(conn, [entry], now)
         if row is None:
             raise BankingError(ErrorCode.MISSING_DATA, f"no account {mask_account(account_id)}")
         return _account(row)
@@ -285,6 +302,35 @@ def _validate_customer(new: NewCustomer) -> None:
         if new.min_balance_currency is None:
             raise ValueError("a minimum balance needs its currency")
         check_currency(new.min_balance_currency)
+
+
+def _customer_created(customer_id: int, new: NewCustomer) -> AuditEntry:
+    """The audit event of a new customer: its terms, never its personal data.
+
+    The chain cannot be edited, so what :meth:`Customers.erase_pii` must be able to erase
+    (name, e-mail, phone) never goes into it; nor does the minimum-balance threshold.
+    """
+    details = {
+        "external_id": new.external_id,
+        "tier": new.tier,
+        "timezone": new.timezone,
+        "locale": new.locale,
+        # whether a premium threshold is set, not its amount: nothing balance-like is recorded
+        "premium_threshold_set": new.min_balance_minor is not None,
+    }
+    return AuditEntry("customer.create", "customer", customer_id, details)
+
+
+def _account_opened(new: NewAccount, currency: str) -> AuditEntry:
+    """The audit event of a new account: masked, with its terms (it opens with nothing in it)."""
+    limit = new.overdraft_limit_minor
+    details = {
+        "account": mask_account(new.id),
+        "customer_id": new.customer_id,
+        "currency": currency,
+        "overdraft_limit": None if limit is None else str(from_minor(limit, currency)),
+    }
+    return AuditEntry("account.open", "account", mask_account(new.id), details)
 
 
 def _customer(row: Any) -> CustomerRow:

@@ -15,6 +15,7 @@ __all__ = [
     "format_money",
     "from_minor",
     "mask_account",
+    "mask_accounts_in",
     "to_minor",
 ]
 
@@ -94,3 +95,15 @@ def mask_account(account_id: str) -> str:
     """An account id for display and logs: at most its last four characters (``****1234``)."""
     tail = account_id[-4:] if len(account_id) > 4 else ""
     return f"****{tail}"
+
+
+def mask_accounts_in(text: str, *account_ids: str) -> str:
+    """``text`` with every occurrence of each of ``account_ids`` masked.
+
+    Idempotency keys and references are chosen by callers, who may build them from an
+    account number (``fund-ACC-0001``); what is recorded or shown of them must not carry it.
+    """
+    for account_id in sorted({a for a in account_ids if a}, key=len, reverse=True):
+        if account_id in text:
+            text = text.replace(account_id, mask_account(account_id))
+    return text

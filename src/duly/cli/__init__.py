@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from duly.audit import acting_as, cli_actor
 from duly.cli.alerts import alerts_app
 from duly.cli.audit import audit_app
 from duly.cli.balance import balance_app, errors_app
@@ -80,6 +81,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
@@ -92,6 +94,10 @@ def root(
 ) -> None:
     """duly: a durable scheduler for scheduled financial operations."""
     state["config"] = config
+    # Every change a command makes is recorded as the operating-system user's, until the
+    # command ends. ``duly serve``/``duly worker`` act as ``system:<node>`` instead: the
+    # node sets that inside its own event loop, which starts after this and overrides it.
+    ctx.with_resource(acting_as(cli_actor()))
 
 
 def main() -> None:

@@ -16,9 +16,10 @@ from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from duly.audit import AuditEntry, record
 from duly.banking.alerts import write_alert
 from duly.banking.errors import BankingError, ErrorCode
-from duly.banking.money import check_currency, mask_account
+from duly.banking.money import check_currency, from_minor, mask_account, mask_accounts_in
 from duly.banking.port import TransferResult
 from duly.banking.schema import accounts, ledger_transfers
 from duly.clock import Clock
@@ -47,6 +48,16 @@ STATUS_OF_KIND = {
     POST_PENDING: "posted",
     VOID_PENDING: "voided",
     EXPIRE_PENDING: "expired",
+}
+
+
+#: The audit action of writing a transfer of each kind (a reversal is ``ledger.reverse``).
+ACTION_OF_KIND = {
+    POSTED: "ledger.post",
+    PENDING: "ledger.reserve",
+    POST_PENDING: "ledger.post",
+    VOID_PENDING: "ledger.void",
+    EXPIRE_PENDING: "ledger.expire",
 }
 
 
@@ -81,6 +92,33 @@ class Posting:
             and row.pending_id == self.pending_id
             and row.reverses_id == self.reverses_id
         )
+
+
+def posting_entry(new: Posting) -> AuditEntry:
+    """The audit event of writing ``new``: what moved between which accounts, masked.
+
+    Never a balance: an account's totals are not the posting's business. The transfer's id
+    and references are the caller's keys, which may contain an account number: masked too.
+    """
+
+    def safe(text: str | None) -> str | None:
+        return None if text is None else mask_accounts_in(text, new.debit, new.credit)
+
+    action = "ledger.reverse" if new.reverses_id is not None else ACTION_OF_KIND[new.kind]
+    details = {
+        "kind": new.kind,
+        "amount": str(from_minor(new.amount, new.currency)),
+        "currency": new.currency,
+        "debit_account": mask_account(new.debit),
+        "credit_account": mask_account(new.credit),
+        "reference": safe(new.reference),
+        "pending_id": safe(new.pending_id),
+        "reverses_id": safe(new.reverses_id),
+        "expires_at": new.expires_at,
+    }
+    return AuditEntry(
+        action, "ledger_transfer", safe(new.id), {k: v for k, v in details.items() if v is not None}
+    )
 
 
 class PostingConflict(Exception):
@@ -285,6 +323,7 @@ class LedgerCore:
         posted = new.kind == POSTED
         self._move(conn, debit.id, "debits_posted" if posted else "debits_pending", new.amount)
         self._move(conn, credit.id, "credits_posted" if posted else "credits_pending", new.amount)
+        record(conn, [posting_entry(new)], self.clock.now())
         ledger_log().info(
             "ledger.transfer",
             transfer_id=new.id,
@@ -351,6 +390,7 @@ class LedgerCore:
         posted = new.amount if kind == POST_PENDING else 0
         self._move(conn, new.debit, "debits_pending", -reserved, also=("debits_posted", posted))
         self._move(conn, new.credit, "credits_pending", -reserved, also=("credits_posted", posted))
+        record(conn, [posting_entry(new)], now)
         ledger_log().info(
             "ledger.pending_resolved", transfer_id=key, pending_id=pending_id, kind=kind
         )

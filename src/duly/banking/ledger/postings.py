@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 
+from duly.audit import record
 from duly.banking.errors import BankingError, ErrorCode
 from duly.banking.ledger.core import (
     PG_ADD_POSTED,
@@ -19,6 +20,7 @@ from duly.banking.ledger.core import (
     funding_account_id,
     internal_error,
     ledger_log,
+    posting_entry,
     result_of,
     transfer_values,
 )
@@ -139,6 +141,7 @@ class LedgerPostings(LedgerCore):
                 ),
                 [{"account": a, "debits": d, "credits": c} for a, (d, c) in changes],
             )
+        record(conn, [posting_entry(new) for new in made.values()], now)
         ledger_log().info("ledger.transfers", posted=len(rows), accounts=len(moved))
         for i, _new in news:
             result = out[i]

@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Engine, case, func, select, update
 
+from duly.audit import AuditEntry, record
 from duly.banking.catalog import describe
 from duly.engine.store.dialect import utc_hour
 from duly.operations.balance_check.models import balance_check_results, error_logs
@@ -316,6 +317,10 @@ def resolve(engine: Engine, error_id: int, *, by: str, notes: str, now: datetime
             .values(resolved=True, resolved_at=now, resolved_by=by, resolution_notes=notes)
         ).rowcount
         row = conn.execute(select(*_shown()).where(e.id == error_id)).one_or_none()
+        if changed and row is not None:
+            # the notes are the operator's own words on the fix: what an auditor wants to read
+            details = {"error_code": row.error_code, "resolved_by": by, "notes": notes}
+            record(conn, [AuditEntry("error.resolve", "error", error_id, details)], now)
     if row is None:
         raise UnknownError(f"no error {error_id}")
     if not changed:

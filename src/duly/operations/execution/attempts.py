@@ -33,11 +33,13 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from duly.audit import record
 from duly.banking.errors import BankingError
 from duly.banking.port import TransferResult
 from duly.engine.context import JobContext
 from duly.engine.store.dialect import insert_rows
 from duly.engine.store.sql import SqlStore
+from duly.operations.auditing import target_entry
 from duly.operations.banks import BankDirectory
 from duly.operations.execution.bank_calls import call_bank, call_banks, move_money, transfer_request
 from duly.operations.execution.models import Kind, Target, payment_attempts
@@ -148,6 +150,8 @@ def _before_moving(
         status, why = target.blocked
         set_state(conn, kind, target, status, started, event=status, dedupe=status,
                   payload={"reason": why}, next_attempt_at=None, error_message=why)  # fmt: skip
+        verb = {"skipped": "skip", "cancelled": "cancel"}.get(status, status)
+        record(conn, [target_entry(kind, target, verb, reason=why)], started)
         return {"outcome": status, "reason": why}
     return None
 
@@ -230,6 +234,7 @@ def _record_many(
     emit_many(conn, events, started)
     attempt_rows: list[dict[str, Any]] = []
     executed: list[dict[str, Any]] = []
+    audited = []
     events = []
     failures: list[tuple[JobContext, Target, int, BankingError]] = []
     for (ctx, target, attempt), outcome in zip(moving, outcomes, strict=True):
@@ -241,6 +246,8 @@ def _record_many(
                              "status": "succeeded", "error_code": None,
                              "error_message": None})  # fmt: skip
         executed.append({"ref": target.ref_id, "made": attempt})
+        audited.append(target_entry(kind, target, "execute", attempt=attempt,
+                                    replayed=outcome.exists))  # fmt: skip
         events.append(state_event(kind, target, "executed", "executed",
                              {"status": "executed", "attempt": attempt,
                               "replayed": outcome.exists}))  # fmt: skip
@@ -249,6 +256,7 @@ def _record_many(
         insert_rows(conn, payment_attempts, attempt_rows)
         mark_executed(conn, kind.table, executed, now)
         emit_many(conn, events, now)
+        record(conn, audited, now)
         log.info("payment.executed_batch", kind=kind.name, executed=len(executed),
                  failed=len(failures))  # fmt: skip
     for ctx, target, attempt, error in failures:

@@ -8,11 +8,13 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, Table, bindparam, insert, update
 
+from duly.audit import record
 from duly.banking.catalog import describe
 from duly.banking.errors import BankingError
 from duly.banking.money import from_minor
 from duly.banking.port import TransferResult
 from duly.engine.store.dialect import any_of, pg_execute
+from duly.operations.auditing import target_entry
 from duly.operations.execution.models import FINAL, Kind, Target, payment_attempts
 from duly.operations.outbox import NewEvent, emit, emit_many
 
@@ -51,6 +53,13 @@ def set_state(
         payload={"status": status, "reference": target.transfer_key, **(payload or {})},
         now=now,
     )
+
+
+def _audit_target(
+    conn: Connection, kind: Kind, target: Target, verb: str, now: datetime, **details: Any
+) -> None:
+    """Record ``<aggregate>.<verb>`` of ``target`` on ``conn`` (the attempt's transaction)."""
+    record(conn, [target_entry(kind, target, verb, **details)], now)
 
 
 def skip_reason(target: Target | None, attempt: int, version: int | None) -> str | None:
@@ -160,6 +169,7 @@ def record_outcome(
                   payload={"attempt": attempt, "replayed": outcome.exists},
                   attempts=attempt, executed_at=now, next_attempt_at=None,
                   error_code=None, error_message=None)  # fmt: skip
+        _audit_target(conn, kind, target, "execute", now, attempt=attempt, replayed=outcome.exists)
         log.info("payment.executed", kind=kind.name, ref_id=target.ref_id, attempt=attempt,
                  replayed=outcome.exists)  # fmt: skip
         return {"outcome": "executed", "attempt": attempt, "replayed": outcome.exists}
@@ -182,6 +192,8 @@ def _record_failure(
                   dedupe=f"retry:a{attempt}",
                   payload={"attempt": attempt, "code": error.code, "retry_at": retry_at.isoformat()},
                   next_attempt_at=retry_at, **common)  # fmt: skip
+        _audit_target(conn, kind, target, "retry", now, attempt=attempt, code=error.code,
+                      retry_at=retry_at)  # fmt: skip
         log.info("payment.retry_scheduled", kind=kind.name, ref_id=target.ref_id, attempt=attempt,
                  code=error.code, retry_at=retry_at.isoformat())  # fmt: skip
         return {"outcome": "retry", "attempt": attempt, "code": error.code,
@@ -189,6 +201,8 @@ def _record_failure(
     set_state(conn, kind, target, "failed", now, event="failed", dedupe="failed",
               payload={"attempt": attempt, "code": error.code, "transient": error.transient},
               next_attempt_at=None, **common)  # fmt: skip
+    _audit_target(conn, kind, target, "fail", now, attempt=attempt, code=error.code,
+                  transient=error.transient)  # fmt: skip
     _notify_failure(conn, kind, target, attempt, error, now)
     if kind.after_final_failure is not None:
         kind.after_final_failure(conn, target, error, now)

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, select, update
 
+from duly.audit import record
 from duly.banking.errors import BankingError
 from duly.engine.client import EngineClient
 from duly.engine.context import JobContext
@@ -14,6 +15,7 @@ from duly.engine.errors import NotFound as RunNotFound
 from duly.engine.errors import RunConflict
 from duly.engine.store.schema import runs
 from duly.engine.store.sql import SqlStore
+from duly.operations.auditing import target_entry
 from duly.operations.execution.models import ACTIVE, Kind
 from duly.operations.execution.outcomes import record_outcome, set_state
 
@@ -88,6 +90,9 @@ def reconcile_run(engine: Engine, kind: Kind, ref_id: int, now: datetime) -> str
             set_state(conn, kind, target, "cancelled", now, event="cancelled", dedupe="cancelled",
                       payload={"reason": "run cancelled by an operator"}, next_attempt_at=None,
                       error_code="CANCELLED", error_message="run cancelled by an operator")  # fmt: skip
+            entry = target_entry(kind, target, "cancel", reason="run cancelled by an operator",
+                                 run_id=target.run_id)  # fmt: skip
+            record(conn, [entry], now)
             return "cancelled"
         code = run.error_code or "INTERNAL"
         error = BankingError(code, run.error_message or code)

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from duly.audit import AuditEntry, record
 from duly.banking.errors import BankingError, ErrorCode
 from duly.engine.store.dialect import any_of
 from duly.operations.execution.models import ACTIVE, Kind, Target
@@ -118,12 +119,27 @@ def _after_final_failure(
     ):
         return
     reason = f"paused after occurrence {target.ref_id} failed: {error.code}"
-    set_payment_status(conn, int(payment.id), int(payment.version), "paused", now, reason)
+    set_payment_status(conn, int(payment.id), int(payment.version), "paused", now, reason,
+                       previous=payment.status)  # fmt: skip
+
+
+#: The audit verb of moving a payment to each status.
+_VERB_OF_STATUS = {"paused": "pause", "active": "resume", "cancelled": "cancel",
+                   "completed": "complete"}  # fmt: skip
 
 
 def set_payment_status(
-    conn: Connection, payment_id: int, version: int, status: str, now: datetime, reason: str | None
+    conn: Connection,
+    payment_id: int,
+    version: int,
+    status: str,
+    now: datetime,
+    reason: str | None,
+    *,
+    previous: str,
+    details: dict[str, Any] | None = None,
 ) -> None:
+    """Move the payment to ``status`` (from ``previous``) with its outbox and audit events."""
     conn.execute(
         update(_P)
         .where(_P.c.id == payment_id)
@@ -138,6 +154,11 @@ def set_payment_status(
         payload={"status": status, "reason": reason, "version": version + 1},
         now=now,
     )
+    audited = {"status": {"before": previous, "after": status}, "reason": reason,
+               "version": version + 1, **(details or {})}  # fmt: skip
+    verb = _VERB_OF_STATUS.get(status, status)
+    record(conn, [AuditEntry(f"recurring_payment.{verb}", "recurring_payment", payment_id,
+                             audited)], now)  # fmt: skip
 
 
 OCCURRENCES = Kind(

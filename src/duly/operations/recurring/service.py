@@ -32,9 +32,11 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from duly.banking.money import MoneyError, check_currency, to_minor
+from duly.audit import AuditEntry, changes, record
+from duly.banking.money import MoneyError, check_currency, from_minor, to_minor
 from duly.banking.schema import accounts, customers
 from duly.engine.client import EngineClient
+from duly.operations.auditing import money_terms, safe_key
 from duly.operations.banks import BankDirectory, default_banks
 from duly.operations.errors import IdempotencyConflict, InvalidRequest, NotFound, StateConflict
 from duly.operations.execution.models import ACTIVE
@@ -153,6 +155,8 @@ class RecurringPayments:
                     payload={"status": "active", "customer_id": customer_id, "version": 1},
                     now=now,
                 )
+                entry = _created_entry(int(new_id), body, new.request_key, customer_id, first)
+                record(conn, [entry], now)
         if new_id is None:
             raced = self._by_request(new.request_key)
             assert raced is not None
@@ -236,7 +240,8 @@ class RecurringPayments:
             if row.status != "paused":
                 raise StateConflict(f"recurring payment {payment_id} is {row.status}, not paused")
             self._materialize_on(conn, payment_row(row), until=now, now=now)  # skip what fell due
-            set_payment_status(conn, payment_id, int(row.version), "active", now, None)
+            set_payment_status(conn, payment_id, int(row.version), "active", now, None,
+                               previous="paused")  # fmt: skip
         self.materialize(payment_id)
         out = self.get(payment_id)
         assert out is not None
@@ -284,6 +289,12 @@ class RecurringPayments:
                 payload={"status": current.status, "version": version, "changed": sorted(values)},
                 now=now,
             )
+            before = {**_audited_terms(current, values), "version": current.version}
+            after = {**_audited_terms(replace(current, **values), values), "version": version}
+            entry = AuditEntry(
+                "recurring_payment.update", "recurring_payment", payment_id, changes(before, after)
+            )
+            record(conn, [entry], now)
         self.materialize(payment_id)
         out = self.get(payment_id)
         assert out is not None
@@ -317,7 +328,9 @@ class RecurringPayments:
                           next_attempt_at=None)  # fmt: skip
                 run_ids.append(target.run_id)
             conn.execute(update(_P).where(_P.c.id == payment_id).values(next_execute_at=None))
-            set_payment_status(conn, payment_id, int(row.version), "cancelled", now, "cancelled")
+            set_payment_status(conn, payment_id, int(row.version), "cancelled", now, "cancelled",
+                               previous=row.status,
+                               details={"cancelled_occurrences": [int(i) for i in pending]})  # fmt: skip
         for run_id in run_ids:
             cancel_run(self.store, run_id, now)
         out = self.get(payment_id)
@@ -371,6 +384,7 @@ class RecurringPayments:
         insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
         seq, created, next_at = payment.next_index, 0, None
         exhausted = True
+        audited: list[AuditEntry] = []
         for occ in payment.plan.occurrences(payment.next_index):
             if occ.execute_at > limit_at or created >= MAX_PER_PASS:
                 next_at, exhausted = occ.execute_at, False
@@ -412,16 +426,17 @@ class RecurringPayments:
                     },
                     now=now,
                 )
+                audited.append(_occurrence_entry(int(occ_id), payment, occ, status))
             seq = occ.seq + 1
+        record(conn, audited, now)
         conn.execute(
             update(_P)
             .where(_P.c.id == payment.id)
             .values(next_index=seq, next_execute_at=next_at, updated_at=now)
         )
         if exhausted and not paused:
-            set_payment_status(
-                conn, payment.id, payment.version, "completed", now, "every occurrence is scheduled"
-            )
+            set_payment_status(conn, payment.id, payment.version, "completed", now,
+                               "every occurrence is scheduled", previous=payment.status)  # fmt: skip
         return created
 
     def _ensure_runs(self, payment_id: int) -> None:
@@ -460,7 +475,8 @@ class RecurringPayments:
             row = self._lock(conn, payment_id)
             if row.status not in allowed:
                 raise StateConflict(f"recurring payment {payment_id} is {row.status}")
-            set_payment_status(conn, payment_id, int(row.version), status, now, reason)
+            set_payment_status(conn, payment_id, int(row.version), status, now, reason,
+                               previous=row.status)  # fmt: skip
         out = self.get(payment_id)
         assert out is not None
         return out
@@ -574,6 +590,56 @@ class RecurringPayments:
         if new.customer_id is not None and owner is not None and owner != new.customer_id:
             raise InvalidRequest("the debit account does not belong to this customer")
         return new.customer_id if new.customer_id is not None else owner
+
+
+def _created_entry(
+    payment_id: int,
+    body: dict[str, Any],
+    request_key: str,
+    customer_id: int | None,
+    first: PlannedOccurrence,
+) -> AuditEntry:
+    """The audit event of a new payment: its money terms (masked) and its recurrence."""
+    accounts_of = (body["from_account"], body["to_account"])
+    recurrence = ("frequency", "interval", "day_of_month", "weekday", "rrule", "start_date",
+                  "end_date", "count", "time_of_day", "timezone", "convention", "calendar",
+                  "on_final_failure", "bank", "memo")  # fmt: skip
+    details = {
+        **money_terms(*accounts_of, body["amount_minor"], body["currency"]),
+        **{k: body[k] for k in recurrence},
+        "customer_id": customer_id,
+        "first_execute_at": first.execute_at,
+        "request_key": safe_key(request_key, *accounts_of),
+    }
+    return AuditEntry("recurring_payment.create", "recurring_payment", payment_id, details)
+
+
+def _audited_terms(payment: PaymentRow, values: dict[str, Any]) -> dict[str, Any]:
+    """The payment's terms named in ``values`` as the audit trail shows them (amount as text)."""
+    shown: dict[str, Any] = {}
+    for key in values:
+        if key == "amount_minor":
+            shown["amount"] = str(from_minor(payment.amount_minor, payment.currency))
+        else:
+            shown[key] = getattr(payment, key)
+    return shown
+
+
+def _occurrence_entry(
+    occ_id: int, payment: PaymentRow, occ: PlannedOccurrence, status: str
+) -> AuditEntry:
+    """The audit event of an occurrence made: when it executes (or that it was skipped)."""
+    verb = "skip" if status == "skipped" else "schedule"
+    details = {
+        "payment_id": payment.id,
+        "seq": occ.seq,
+        "unadjusted_date": occ.unadjusted_date,
+        "execution_date": occ.execution_date,
+        "execute_at": occ.execute_at,
+        **money_terms(payment.from_account, payment.to_account, payment.amount_minor,
+                      payment.currency),
+    }  # fmt: skip
+    return AuditEntry(f"occurrence.{verb}", "occurrence", occ_id, details)
 
 
 def _changed_terms(current: PaymentRow, change: PaymentChange) -> dict[str, Any]:

@@ -48,6 +48,7 @@ from sqlalchemy import Connection, Engine, and_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from duly.audit import AuditEntry, record
 from duly.clock import Clock
 from duly.config import ReminderSettings
 from duly.notify import metrics
@@ -413,10 +414,14 @@ class ReminderPlanner:
         if conn.execute(select(table.c.id).where(table.c.id == ref_id)).first() is None:
             raise ValueError(f"no {kind} {ref_id}")
         now = self.clock.now()
+        before = _override(conn, kind, ref_id)
         conn.execute(_OV.delete().where(_OV.c.kind == kind, _OV.c.ref_id == ref_id))
         if wanted is not None:
             conn.execute(_OV.insert().values(kind=kind, ref_id=ref_id, offsets=wanted,
                                              updated_at=now))  # fmt: skip
+        object_type = "transfer" if kind == "transfer" else "recurring_payment"
+        details = {"offsets": {"before": before, "after": wanted}}
+        record(conn, [AuditEntry("reminders.set_offsets", object_type, ref_id, details)], now)
         log.info("reminders.offsets_set", kind=kind, ref_id=ref_id, offsets=wanted)
         if kind == "transfer":
             return self.plan_transfer(conn, ref_id, now, replan=True)

@@ -28,9 +28,11 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, func, insert, select, update
 
+from duly.audit import AuditEntry, record
 from duly.banking.errors import BankingError
 from duly.banking.ledger import LedgerBank
 from duly.banking.money import from_minor
+from duly.operations.auditing import money_terms, safe_key
 from duly.operations.errors import IdempotencyConflict, InvalidRequest, NotFound
 from duly.operations.localtime import zone
 from duly.operations.outbox import emit
@@ -143,6 +145,8 @@ class AchReturns:
                 ).returning(_R.c.id)
             ).scalar_one()  # fmt: skip
             self._events(conn, row, code, allowed, reason, at)
+            record(conn, [_returned_entry(row, int(return_id), code, allowed, reason, reversal, at)],
+                   self.clock.now())  # fmt: skip
         log.info("ach.returned", transfer_id=transfer_id, code=code, reinitiated=allowed)
         if allowed:  # its own transaction: a new scheduled transfer, idempotent by its key
             return self._finish_reinitiation(row, int(return_id), original_id, at)
@@ -284,6 +288,29 @@ class AchReturns:
             },
             now=at,
         )
+
+
+def _returned_entry(
+    row: Any,
+    return_id: int,
+    code: str,
+    allowed: bool,
+    reason: str,
+    reversal: str | None,
+    at: datetime,
+) -> AuditEntry:
+    """The audit event of a return: the money that came back and what was decided."""
+    accounts_of = (row.from_account, row.to_account)
+    details = {
+        **money_terms(*accounts_of, int(row.amount_minor), row.currency),
+        "return_id": return_id,
+        "code": code,
+        "decision": "reinitiated" if allowed else "refused",
+        "reason": reason,
+        "returned_at": at,
+        "reversal": None if reversal is None else safe_key(reversal, *accounts_of),
+    }
+    return AuditEntry("transfer.return", "transfer", int(row.id), details)
 
 
 def _decision(row: Any, made: int) -> ReturnDecision:

@@ -27,10 +27,12 @@ from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from duly.audit import AuditEntry, changes, record
 from duly.banking.money import MoneyError, check_currency, to_minor
 from duly.banking.schema import accounts, customers
 from duly.engine.client import EngineClient
 from duly.engine.store.base import NewRun
+from duly.operations.auditing import money_terms, safe_key
 from duly.operations.banks import BankDirectory, default_banks
 from duly.operations.errors import IdempotencyConflict, InvalidRequest, NotFound, StateConflict
 from duly.operations.execution.outcomes import set_state
@@ -136,6 +138,10 @@ class ScheduledTransfers:
                     },
                     now=now,
                 )
+                entry = _created_entry(int(new_id), {**body, "request_key": new.request_key,
+                                       "customer_id": customer_id, "execution_date": exec_date,
+                                       "execute_at": execute_at})  # fmt: skip
+                record(conn, [entry], now)
         if new_id is None:  # a concurrent request with the same key won
             raced = self._by_request(new.request_key)
             assert raced is not None
@@ -248,6 +254,9 @@ class ScheduledTransfers:
                         for r in inserted
                     ]).on_conflict_do_nothing()
                 )  # fmt: skip
+                by_key = {v["request_key"]: v for v in values}
+                record(conn, [_created_entry(int(r.id), by_key[r.request_key]) for r in inserted],
+                       now)  # fmt: skip
                 for r in inserted:
                     out[r.request_key] = (int(r.id), True)
                     fresh.append(int(r.id))
@@ -332,6 +341,11 @@ class ScheduledTransfers:
                 )
             set_state(conn, TRANSFERS, target, "cancelled", now, event="cancelled", dedupe="cancelled",
                       cancelled_at=now, next_attempt_at=None)  # fmt: skip
+            details = {"status": {"before": target.status, "after": "cancelled"},
+                       "execute_at": _aware(target.execute_at), "version": target.version,
+                       **money_terms(target.from_account, target.to_account,
+                                     target.amount_minor, target.currency)}  # fmt: skip
+            record(conn, [AuditEntry("transfer.cancel", "transfer", transfer_id, details)], now)
         cancel_run(self.store, target.run_id, now)
         row = self.get(transfer_id)
         assert row is not None
@@ -386,6 +400,28 @@ class ScheduledTransfers:
                       convention=new_convention, calendar=new_calendar, execution_date=exec_date,
                       execute_at=execute_at, next_attempt_at=execute_at, run_attempt=0,
                       run_id=None)  # fmt: skip
+            before = {
+                "local_date": row.local_date,
+                "local_time": row.local_time,
+                "convention": row.convention,
+                "calendar": row.calendar,
+                "execution_date": row.execution_date,
+                "execute_at": _aware(row.execute_at),
+                "version": int(row.version),
+            }
+            after = {
+                "local_date": local_date,
+                "local_time": new_time,
+                "convention": new_convention,
+                "calendar": new_calendar,
+                "execution_date": exec_date,
+                "execute_at": execute_at,
+                "version": version,
+            }
+            entry = AuditEntry(
+                "transfer.reschedule", "transfer", transfer_id, changes(before, after)
+            )
+            record(conn, [entry], now)
         cancel_run(self.store, row.run_id, now)
         ensure_run(self.client, TRANSFERS, transfer_id)
         out = self.get(transfer_id)
@@ -500,6 +536,30 @@ class ScheduledTransfers:
         if new.customer_id is not None and owner is not None and owner != new.customer_id:
             raise InvalidRequest("the debit account does not belong to this customer")
         return new.customer_id if new.customer_id is not None else owner
+
+
+def _created_entry(transfer_id: int, values: dict[str, Any]) -> AuditEntry:
+    """The audit event of a new transfer, from its column values (or its normalised body).
+
+    The idempotency key is kept, its account numbers masked, so an auditor can match the
+    event to the request that made it.
+    """
+    accounts_of = (values["from_account"], values["to_account"])
+    details = {
+        **money_terms(*accounts_of, values["amount_minor"], values["currency"]),
+        "customer_id": values["customer_id"],
+        "bank": values["bank"],
+        "local_date": values.get("local_date_", values["local_date"]),
+        "local_time": values["local_time"],
+        "timezone": values["timezone"],
+        "convention": values["convention"],
+        "calendar": values["calendar"],
+        "memo": values["memo"],
+        "execution_date": values["execution_date"],
+        "execute_at": values["execute_at"],
+        "request_key": safe_key(values["request_key"], *accounts_of),
+    }
+    return AuditEntry("transfer.create", "transfer", transfer_id, details)
 
 
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
