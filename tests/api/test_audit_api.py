@@ -54,8 +54,11 @@ def sealed(audit: AuditLog, wait_for: WaitFor) -> None:
 
 
 @pytest.fixture
-def events(store: SqlStore, audit: AuditLog, wait_for: WaitFor) -> None:
-    """Six events an hour apart: runs fired and claimed by node-a, a schedule paused by cli:ana."""
+def events(store: SqlStore, audit: AuditLog, wait_for: WaitFor, auth) -> None:
+    """The readers' two tokens (events 1 and 2, at 09:00), then six events an hour apart:
+    runs fired and claimed by node-a, a schedule paused and a run fired by node-b."""
+    auth(Role.AUDITOR)
+    auth(Role.ADMIN)
     with acting_as(system_actor("node-a")):
         for n in range(4):
             write(store, AuditEntry("run.fire" if n % 2 == 0 else "run.claim", "run", n // 2 + 1,
@@ -93,7 +96,8 @@ async def pages(
 async def test_events_newest_first_across_pages(http: httpx.AsyncClient, auth) -> None:
     items = await pages(http, auth(Role.AUDITOR), limit=4)
 
-    assert [e["seq"] for e in items] == [6, 5, 4, 3, 2, 1]
+    assert [e["seq"] for e in items] == [8, 7, 6, 5, 4, 3, 2, 1]
+    assert {e["action"] for e in items[-2:]} == {"token.create"}
     paused = items[1]
     assert (paused["actor"], paused["actor_name"], paused["actor_role"]) == (
         "system:node-b",
@@ -117,9 +121,9 @@ async def test_filters_combine(http: httpx.AsyncClient, auth) -> None:
     async def seqs(**params: Any) -> list[int]:
         return [e["seq"] for e in await pages(http, headers, **params)]
 
-    assert await seqs(actor="system:node-a", action="run.fire") == [3, 1]
-    assert await seqs(object_type="run", object_id="3") == [6]
-    assert await seqs(since="2026-03-02T10:00:00Z", until="2026-03-02T12:00:00+00:00") == [3, 2]
+    assert await seqs(actor="system:node-a", action="run.fire") == [5, 3]
+    assert await seqs(object_type="run", object_id="3") == [8]
+    assert await seqs(since="2026-03-02T10:00:00Z", until="2026-03-02T12:00:00+00:00") == [5, 4]
     assert await seqs(actor="token:nobody") == []
     response = await http.get(URL, params={"since": "2026-03-02T12:00:00Z",
                                            "until": "2026-03-02T10:00:00Z"}, headers=headers)  # fmt: skip
@@ -136,8 +140,8 @@ async def test_verify_answers_the_report(http: httpx.AsyncClient, auth, store: S
     assert response.status_code == 200, response.text
     report = response.json()
     assert report["ok"] is True and report["problem"] is None
-    assert (report["events"], report["first_seq"], report["last_seq"]) == (6, 1, 6)
-    assert (report["checkpoints"], report["last_checkpoint"], report["unsigned_tail"]) == (1, 6, 0)
+    assert (report["events"], report["first_seq"], report["last_seq"]) == (8, 1, 8)
+    assert (report["checkpoints"], report["last_checkpoint"], report["unsigned_tail"]) == (1, 8, 0)
     assert report["signatures_checked"] is True
     partial = await http.get(f"{URL}/verify", params={"from_seq": 4}, headers=auth(Role.ADMIN))
     assert partial.status_code == 200 and partial.json()["first_seq"] == 4
