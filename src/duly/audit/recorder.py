@@ -26,6 +26,7 @@ from duly.audit.canonical import ChainHead, EventRecord, canonical_json, format_
 from duly.audit.redaction import redact
 from duly.audit.schema import audit_events, audit_head
 from duly.engine.auditing import AuditEntry
+from duly.engine.store.dialect import insert_rows
 
 __all__ = ["AuditEntry", "head_for_update", "record", "store_head", "to_record"]
 
@@ -64,6 +65,21 @@ def _row(event: EventRecord, at: datetime) -> dict[str, Any]:
     }
 
 
+def _unsealed_row(event: EventRecord, at: datetime) -> dict[str, Any]:
+    """An event's row before sealing: no place in the chain yet (``txid`` is the column's default)."""
+    return {
+        "at": at,
+        "actor": event.actor,
+        "actor_name": event.actor_name,
+        "actor_role": event.actor_role,
+        "action": event.action,
+        "object_type": event.object_type,
+        "object_id": event.object_id,
+        "request_id": event.request_id,
+        "details": event.details,
+    }
+
+
 def head_for_update(conn: Connection) -> ChainHead:
     """The chain's head, locked for this transaction on PostgreSQL."""
     stmt = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
@@ -82,6 +98,24 @@ def store_head(conn: Connection, head: ChainHead, **cursor: int) -> None:
     )
 
 
+#: Rows per INSERT on SQLite: 12 parameters a row, well under its limit of 32,766 a statement.
+_SQLITE_ROWS = 500
+
+
+def _insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """One multi-row INSERT for a batch of events (never one statement per event).
+
+    PostgreSQL: ``INSERT … SELECT FROM unnest(arrays)``, a statement whose text does not
+    depend on the number of rows (see :func:`~duly.engine.store.dialect.insert_rows`).
+    SQLite: one ``INSERT … VALUES (…), (…)`` per :data:`_SQLITE_ROWS` rows.
+    """
+    if conn.dialect.name == "postgresql":
+        insert_rows(conn, audit_events, rows)
+        return
+    for start in range(0, len(rows), _SQLITE_ROWS):
+        conn.execute(insert(audit_events).values(rows[start : start + _SQLITE_ROWS]))
+
+
 def record(conn: Connection, entries: Sequence[AuditEntry], at: datetime) -> None:
     """Write ``entries`` as events at ``at`` by the current actor, in ``conn``'s transaction."""
     if not entries:
@@ -89,11 +123,11 @@ def record(conn: Connection, entries: Sequence[AuditEntry], at: datetime) -> Non
     actor, request_id = current_actor(), current_request_id()
     events = [to_record(entry, at, actor, request_id) for entry in entries]
     if conn.dialect.name == "postgresql":
-        conn.execute(insert(audit_events), [_row(event, at) for event in events])
+        _insert_events(conn, [_unsealed_row(event, at) for event in events])
         return
     head = head_for_update(conn)
     sealed = list(link(events, head))
-    conn.execute(insert(audit_events), [_row(event, at) for event in sealed])
+    _insert_events(conn, [_row(event, at) for event in sealed])
     last = sealed[-1]
     assert last.seq is not None and last.hash is not None
     store_head(conn, ChainHead(last.seq, last.hash))
