@@ -578,6 +578,7 @@ def _outcomes(store: SqlStore, *statuses: RunStatus) -> list[CompleteParams]:
 
 
 def _complete_with_effects(store: SqlStore) -> object:
+    (params,) = _outcomes(store, RunStatus.SUCCEEDED)  # read before the effects hold the lock
     effects = store.effects_begin()
     effects.connection.execute(text("UPDATE nodes SET pid = 7"))
     effects.connection.execute(
@@ -588,14 +589,14 @@ def _complete_with_effects(store: SqlStore) -> object:
         ),
         {"t": T0 if store.is_postgres else T0.replace(tzinfo=None)},
     )
-    (params,) = _outcomes(store, RunStatus.SUCCEEDED)
     return store.run_complete(params, effects)
 
 
 def _complete_batch(store: SqlStore) -> object:
+    batch = _outcomes(store, *[RunStatus.SUCCEEDED] * 2)
     effects = store.effects_begin()
     effects.connection.execute(text("UPDATE nodes SET pid = 8"))
-    return store.run_complete_batch(_outcomes(store, *[RunStatus.SUCCEEDED] * 2), effects)
+    return store.run_complete_batch(batch, effects)
 
 
 def _first_run(store: SqlStore) -> int:
@@ -700,8 +701,13 @@ def failing_after_the_event(conn: Connection, entries: Sequence[AuditEntry], at:
 def events_refused(store: SqlStore) -> Iterator[Callable[[bool], None]]:
     """``refuse(True)`` makes the database reject every insert into audit_events."""
     pg = store.is_postgres
+    used = False
 
     def refuse(on: bool) -> None:
+        nonlocal used
+        if not (on or used):
+            return
+        used = True
         with store.engine.begin() as conn:
             if pg:
                 conn.execute(text("DROP TRIGGER IF EXISTS test_refuse ON audit_events"))
