@@ -15,6 +15,12 @@ Figures (medians of the repeats, printed, not asserted):
 * lateness p50/p99/max — fire-to-start for 1,000 runs due evenly over 30 s on an
   otherwise idle node (the worker sleeps until the next due run);
 * RSS — the worker's resident memory before and after ``--rss-runs`` runs, in rounds.
+
+``--only audit`` measures what the audit trail costs: the 1-process drain (and, with
+``audit3``, the 3-process drain on PostgreSQL) with every run state change recorded
+(``store.audit = duly.audit.record``, the node's sealer running) and with nothing recorded
+(``store.audit = None``), on and off interleaved in each repeat; it prints the medians and
+their ratio.
 """
 
 from __future__ import annotations
@@ -30,13 +36,19 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+import duly
+from duly.audit import AuditLog, record
+from duly.audit.sealer import AuditSealer
+from duly.audit.signing import generate_key_pair
 from duly.clock import SystemClock
+from duly.config import AuditSettings
 from duly.db import upgrade
 from duly.engine.builtin import builtin_registry
 from duly.engine.client import EngineClient
@@ -49,6 +61,7 @@ from duly.engine.store.sql import SqlStore, create_db_engine
 from duly.logs import configure_logging
 
 CLOCK = SystemClock()
+SRC = Path(duly.__file__).resolve().parents[1]
 
 
 def machine() -> str:
@@ -158,6 +171,39 @@ async def drain_in_process(store: SqlStore, n: int) -> float:
     return n / elapsed
 
 
+async def drain_audited(store: SqlStore, n: int, audited: bool) -> float:
+    """:func:`drain_in_process` with the audit trail on (recorder and sealer) or off."""
+    store.audit = record if audited else None
+    queue_noops(store, n, CLOCK.now())
+    extra = []
+    with tempfile.TemporaryDirectory() as keys:
+        log = AuditLog(store.engine, CLOCK, AuditSettings(signing_key_file=Path(keys) / "k.pem"))
+        if audited:
+            log.signing_key()
+            extra = [lambda env: AuditSealer(env, log)]
+        opts = EngineOptions(node_name="bench", concurrency=32, claim_batch=64,
+                             max_idle_seconds=0.5)
+        node = Node(store, builtin_registry, CLOCK, opts, roles=("worker",),
+                    extra_services=extra)  # fmt: skip
+        start = time.perf_counter()
+        await node.start()
+        assert node.worker is not None
+        while node.worker.completed < n:  # noqa: ASYNC110 - polling a counter is the measurement
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - start
+        await node.stop()
+        if audited:  # every change recorded: n fires (before the clock), n claims, n outcomes
+            log.seal()
+            events = count_rows(store, "audit_events")
+            assert events >= 3 * n, f"{events} events for {n} runs"
+    return n / elapsed
+
+
+def count_rows(store: SqlStore, table: str) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
 def count_succeeded(store: SqlStore) -> int:
     with store.engine.connect() as conn:
         return int(conn.execute(text("SELECT count(*) FROM runs WHERE status = 'succeeded'"))
@@ -179,15 +225,22 @@ def first_start_to_last_finish(store: SqlStore) -> float:
     return (instant(last) - instant(first)).total_seconds()
 
 
-def drain_processes(store: SqlStore, url: str, n: int, processes: int) -> float:
+def drain_processes(
+    store: SqlStore, url: str, n: int, processes: int, audited: bool = True
+) -> float:
     """Runs per second for ``processes`` ``duly worker`` processes draining ``n`` queued runs,
-    from the first run's start to the last one's finish."""
+    from the first run's start to the last one's finish (``audited``: run events recorded)."""
+    store.audit = record if audited else None
     queue_noops(store, n, CLOCK.now())
     env = {k: v for k, v in os.environ.items() if not k.startswith("DULY_")}
+    # The processes run this checkout's code, whatever directory they start in.
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
     env.update(DULY_DATABASE_URL=url, DULY_LOGGING__LEVEL="warning",
                DULY_ENGINE__WORKER_CONCURRENCY="32", DULY_ENGINE__CLAIM_BATCH="64",
-               DULY_ENGINE__MAX_IDLE_SECONDS="0.2")
+               DULY_ENGINE__MAX_IDLE_SECONDS="0.2",
+               DULY_AUDIT__RUN_EVENTS="true" if audited else "false")
     with tempfile.TemporaryDirectory() as cwd:
+        generate_key_pair(Path(cwd) / "duly-audit-key.pem")  # one key for all the processes
         procs = [subprocess.Popen([sys.executable, "-m", "duly", "worker", "--no-scheduler"],
                                   env={**env, "DULY_NODE_NAME": f"w{i}"}, cwd=cwd,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -262,11 +315,15 @@ def main() -> None:
     parser.add_argument("--stores", default="sqlite,postgres")
     parser.add_argument("--only", default="enq,fire,run1,run3,lat",
                         help="measurements to take (comma-separated): enq, fire, run1, run3, lat; "
-                             "RSS is taken when --rss-runs is not 0")
+                             "audit (audit on/off, 1 process), audit3 (and 3 processes, "
+                             "PostgreSQL); RSS is taken when --rss-runs is not 0")
     args = parser.parse_args()
     only = set(args.only.split(","))
     configure_logging("warning", "json")
     print(f"machine: {machine()}")
+    if only & {"audit", "audit3"}:
+        audit_cost(args, "audit3" in only)
+        return
     print(f"queued runs per drain: {args.runs:,}; enqueue/fire: {args.enqueue:,}; "
           f"medians of {args.repeats}\n")
     print("| store | enqueue/s | fire/s | run/s, 1 process | run/s, 3 processes | "
@@ -306,6 +363,32 @@ def main() -> None:
               f"{med['run3']:,.0f} | {p50:.1f} / {p99:.1f} / {worst:.1f} ms | "
               f"{rss[0]:.0f} → {rss[-1]:.0f} MiB (after each round: "
               f"{', '.join(f'{x:.0f}' for x in rss[1:])}) |")
+        sys.stdout.flush()
+
+
+def audit_cost(args: argparse.Namespace, processes: bool) -> None:
+    """The drains with the audit trail on and off, interleaved, per store: medians and ratio."""
+    print(f"queued runs per drain: {args.runs:,}; on/off interleaved, medians of "
+          f"{args.repeats}\n")
+    print("| store | drain | runs/s, audit off | runs/s, audit on | on / off |")
+    print("|---|---|---:|---:|---:|")
+    for kind in args.stores.split(","):
+        db = Database(kind, args.pg)
+        res: dict[tuple[str, bool], list[float]] = defaultdict(list)
+        for r in range(args.repeats):
+            for audited in (r % 2 == 0, r % 2 != 0):  # alternate which goes first
+                res["1 process", audited].append(measure(db, drain_audited, args.runs, audited))
+                if processes and kind == "postgres":
+                    store = db.create()
+                    try:
+                        res["3 processes", audited].append(
+                            drain_processes(store, db.url, args.runs, 3, audited))
+                    finally:
+                        db.drop(store)
+        print(f"{kind} raw: {dict(res)}; load average {os.getloadavg()}", file=sys.stderr)
+        for drain in dict.fromkeys(k for k, _ in res):
+            off, on = (statistics.median(res[drain, a]) for a in (False, True))
+            print(f"| {kind} | {drain} | {off:,.0f} | {on:,.0f} | {on / off:.2f} |")
         sys.stdout.flush()
 
 

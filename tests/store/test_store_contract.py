@@ -650,7 +650,7 @@ def test_prune_deletes_only_old_attempts(store: SqlStore) -> None:
         store.run_enqueue(new_run(f"k{i}", at=t), t)
         (c,) = claim(store, t)
         complete(store, c, RunStatus.SUCCEEDED, now=t)
-    assert store.execution_prune(T0 - timedelta(days=90), batch=1) == 1
+    assert store.execution_prune(T0 - timedelta(days=90), batch=1, now=T0) == 1
     remaining = [a for r in store.run_list(RunFilter()) for a in store.run_attempts(r.id)]
     assert len(remaining) == 1 and remaining[0].started_at == T0 - timedelta(days=10)
 

@@ -15,27 +15,33 @@ and is what every layer calls, on the connection whose transaction makes the cha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, select, update
 
 from duly.audit.actors import Actor, current_actor, current_request_id
-from duly.audit.canonical import ChainHead, EventRecord, canonical_json, format_instant, link
+from duly.audit.canonical import ChainHead, EventRecord, canonical_json, event_hash, format_instant
 from duly.audit.redaction import redact
 from duly.audit.schema import audit_events, audit_head
 from duly.engine.auditing import AuditEntry
+from duly.engine.store.dialect import insert_rows
 
-__all__ = ["AuditEntry", "head_for_update", "record", "store_head", "to_record"]
+__all__ = ["AuditEntry", "details_text", "head_for_update", "record", "store_head", "to_record"]
 
 
 def to_record(entry: AuditEntry, at: datetime, actor: Actor, request_id: str | None) -> EventRecord:
     """``entry`` as an unsealed event with its actor, request id and redacted details."""
+    return _to_record(entry, format_instant(at), actor, request_id)
+
+
+def _to_record(entry: AuditEntry, at: str, actor: Actor, request_id: str | None) -> EventRecord:
     object_id = entry.object_id
     return EventRecord(
         seq=None,
-        at=format_instant(at),
+        at=at,
         actor=actor.id,
         actor_name=actor.name,
         actor_role=actor.role,
@@ -43,25 +49,30 @@ def to_record(entry: AuditEntry, at: datetime, actor: Actor, request_id: str | N
         object_type=entry.object_type,
         object_id=None if object_id is None else str(object_id),
         request_id=request_id,
-        details=canonical_json(redact(entry.details)),
+        details=details_text(entry.details),
     )
 
 
-def _row(event: EventRecord, at: datetime) -> dict[str, Any]:
-    return {
-        "seq": event.seq,
-        "at": at,
-        "actor": event.actor,
-        "actor_name": event.actor_name,
-        "actor_role": event.actor_role,
-        "action": event.action,
-        "object_type": event.object_type,
-        "object_id": event.object_id,
-        "request_id": event.request_id,
-        "details": event.details,
-        "prev_hash": event.prev_hash,
-        "hash": event.hash,
-    }
+#: Value types whose details :func:`details_text` remembers (exact types: ``True`` and
+#: ``1`` are equal as keys but not as JSON; equal instants in two time zones print apart).
+_PLAIN = (str, int, bool, type(None))
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_details_text(items: tuple[tuple[Any, type, Any], ...]) -> str:
+    return canonical_json(redact({key: value for key, _, value in items}))
+
+
+def details_text(details: Mapping[str, Any]) -> str:
+    """``details`` redacted, as the canonical JSON stored and hashed.
+
+    Details of plain values only (an attempt number, a node, an error code) repeat from one
+    run to the next, so their text is remembered; redaction is pure, so it is the same text.
+    """
+    items = tuple((key, type(value), value) for key, value in details.items())
+    if all(kind in _PLAIN for _, kind, _ in items):
+        return _plain_details_text(items)
+    return canonical_json(redact(details))
 
 
 def head_for_update(conn: Connection) -> ChainHead:
@@ -82,18 +93,94 @@ def store_head(conn: Connection, head: ChainHead, **cursor: int) -> None:
     )
 
 
+def _insert_unsealed(conn: Connection, events: Sequence[EventRecord], at: datetime) -> None:
+    """PostgreSQL: the events in one ``INSERT … SELECT FROM unnest(arrays)``, unsealed.
+
+    The statement's text does not depend on the number of rows (see
+    :func:`~duly.engine.store.dialect.insert_rows`); ``txid`` is the column's default.
+    """
+    rows = [
+        {
+            "at": at,
+            "actor": e.actor,
+            "actor_name": e.actor_name,
+            "actor_role": e.actor_role,
+            "action": e.action,
+            "object_type": e.object_type,
+            "object_id": e.object_id,
+            "request_id": e.request_id,
+            "details": e.details,
+        }
+        for e in events
+    ]
+    insert_rows(conn, audit_events, rows)
+
+
+#: Rows per INSERT on SQLite: 12 parameters a row, well under its limit of 32,766 a statement.
+_SQLITE_ROWS = 500
+_SQLITE_COLUMNS = (
+    "seq",
+    "at",
+    "actor",
+    "actor_name",
+    "actor_role",
+    "action",
+    "object_type",
+    "object_id",
+    "request_id",
+    "details",
+    "prev_hash",
+    "hash",
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_insert(rows: int) -> str:
+    """``INSERT INTO audit_events (…) VALUES (?, …), …`` for ``rows`` rows."""
+    row = f"({', '.join('?' * len(_SQLITE_COLUMNS))})"
+    return f"INSERT INTO audit_events ({', '.join(_SQLITE_COLUMNS)}) VALUES " + ", ".join(
+        [row] * rows
+    )
+
+
+def _insert_sealed(conn: Connection, events: Sequence[EventRecord], at: datetime) -> ChainHead:
+    """SQLite: the events numbered and hashed after the head, inserted; the new head.
+
+    One ``INSERT … VALUES (…), (…)`` per :data:`_SQLITE_ROWS` events, its text made here and
+    its parameters bound by the driver: SQLAlchemy compiles a multi-row ``insert().values()``
+    afresh at every call, which cost more than the writes. The linking is
+    :func:`~duly.audit.canonical.link`'s, written straight into the rows.
+    """
+    stored_at = _sqlite_instant(conn, at)  # every event of a call is at the same instant
+    head = head_for_update(conn)
+    seq, prev = head.seq, head.hash
+    params: list[Any] = []
+    for start in range(0, len(events), _SQLITE_ROWS):
+        chunk = events[start : start + _SQLITE_ROWS]
+        params.clear()
+        for e in chunk:
+            seq += 1
+            digest = event_hash(e, seq, prev)
+            params += (seq, stored_at, e.actor, e.actor_name, e.actor_role, e.action,
+                       e.object_type, e.object_id, e.request_id, e.details, prev, digest)  # fmt: skip
+            prev = digest
+        conn.exec_driver_sql(_sqlite_insert(len(chunk)), tuple(params))
+    return ChainHead(seq, prev)
+
+
+def _sqlite_instant(conn: Connection, at: datetime) -> Any:
+    """``at`` as the ``at`` column stores it on SQLite (what SQLAlchemy would bind)."""
+    process = audit_events.c.at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    return process(at) if process is not None else at
+
+
 def record(conn: Connection, entries: Sequence[AuditEntry], at: datetime) -> None:
     """Write ``entries`` as events at ``at`` by the current actor, in ``conn``'s transaction."""
     if not entries:
         return
-    actor, request_id = current_actor(), current_request_id()
-    events = [to_record(entry, at, actor, request_id) for entry in entries]
+    actor, request_id, instant = current_actor(), current_request_id(), format_instant(at)
+    events = [_to_record(entry, instant, actor, request_id) for entry in entries]
     if conn.dialect.name == "postgresql":
-        conn.execute(insert(audit_events), [_row(event, at) for event in events])
+        _insert_unsealed(conn, events, at)
         return
-    head = head_for_update(conn)
-    sealed = list(link(events, head))
-    conn.execute(insert(audit_events), [_row(event, at) for event in sealed])
-    last = sealed[-1]
-    assert last.seq is not None and last.hash is not None
-    store_head(conn, ChainHead(last.seq, last.hash))
+    store_head(conn, _insert_sealed(conn, events, at))

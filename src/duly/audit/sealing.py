@@ -29,14 +29,15 @@ from duly.audit.canonical import (
     ChainHead,
     Checkpoint,
     EventRecord,
+    event_hash,
     format_instant,
-    link,
     parse_instant,
 )
 from duly.audit.recorder import head_for_update, record, store_head
 from duly.audit.schema import audit_checkpoints, audit_events, audit_head, audit_prune_gate
 from duly.audit.signing import SigningKey
 from duly.engine.auditing import AuditEntry
+from duly.engine.store.dialect import pg_execute
 
 __all__ = [
     "SEALER_LOCK",
@@ -115,30 +116,29 @@ def seal_pending(conn: Connection, limit: int = 5000) -> int:
     if not rows:
         return 0
     head = head_for_update(conn)
-    sealed = list(link((event_of(row) for row in rows), head))
-    conn.execute(
-        text(
-            "UPDATE audit_events AS e SET seq = u.seq, prev_hash = u.prev_hash, hash = u.hash "
-            "FROM unnest(CAST(:ids AS bigint[]), CAST(:seqs AS bigint[]), "
-            "CAST(:prevs AS text[]), CAST(:hashes AS text[])) AS u(id, seq, prev_hash, hash) "
-            "WHERE e.id = u.id"
-        ),
-        {
-            "ids": [row.id for row in rows],
-            "seqs": [event.seq for event in sealed],
-            "prevs": [event.prev_hash for event in sealed],
-            "hashes": [event.hash for event in sealed],
-        },
-    )
-    last, last_row = sealed[-1], rows[-1]
-    assert last.seq is not None and last.hash is not None
-    store_head(
+    # link()'s numbering and hashing, without building a sealed copy of every event.
+    seqs, prevs, hashes = [], [], []
+    seq, prev = head.seq, head.hash
+    for row in rows:
+        seq += 1
+        seqs.append(seq)
+        prevs.append(prev)
+        prev = event_hash(event_of(row), seq, prev)
+        hashes.append(prev)
+    # Arrays sent in binary (pg_execute): psycopg's text format quotes every element.
+    pg_execute(
         conn,
-        ChainHead(last.seq, last.hash),
-        sealed_txid=int(last_row.txid),
-        sealed_id=int(last_row.id),
+        "UPDATE audit_events AS e SET seq = u.seq, prev_hash = u.prev_hash, hash = u.hash "
+        "FROM unnest(CAST(:ids AS bigint[]), CAST(:seqs AS bigint[]), "
+        "CAST(:prevs AS text[]), CAST(:hashes AS text[])) AS u(id, seq, prev_hash, hash) "
+        "WHERE e.id = u.id",
+        {"ids": [row.id for row in rows], "seqs": seqs, "prevs": prevs, "hashes": hashes},
     )
-    return len(sealed)
+    last_row = rows[-1]
+    store_head(
+        conn, ChainHead(seq, prev), sealed_txid=int(last_row.txid), sealed_id=int(last_row.id)
+    )
+    return len(rows)
 
 
 def unsealed_count(conn: Connection) -> int:

@@ -22,9 +22,10 @@ def prune(ctx: JobContext) -> dict[str, Any]:
     days = int(ctx.args.get("retention_days", 90))
     if days < 1:
         raise ValueError("retention_days must be ≥ 1")
-    before = ctx.clock.now() - timedelta(days=days)
+    now = ctx.clock.now()
+    before = now - timedelta(days=days)
     assert ctx._store is not None
-    deleted = ctx._store.execution_prune(before)
+    deleted = ctx._store.execution_prune(before, now=now)
     ctx.log.info("prune.done", deleted=deleted, before=before.isoformat())
     return {"job_executions_deleted": deleted, "before": before.isoformat()}
 

@@ -145,7 +145,7 @@ class EngineClient:
 
         :raises NotFound: if there is no such schedule.
         """
-        if not self.store.schedule_delete(name):
+        if not self.store.schedule_delete(name, self.clock.now()):
             raise NotFound(f"no schedule named {name!r}")
 
     def runs(self, flt: RunFilter) -> list[RunRow]:

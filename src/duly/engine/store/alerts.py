@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
+from duly.engine.auditing import AuditEntry
 from duly.engine.errors import NotFound, RunConflict
 from duly.engine.store.base import AlertRow, NewAlert
 from duly.engine.store.plumbing import SqlBase
@@ -97,4 +98,8 @@ class AlertQueries(SqlBase):
                 if exists is None:
                     raise NotFound(f"no alert {alert_id}")
                 raise RunConflict(f"alert {alert_id} is already resolved")
-        return alert_row(row)
+            updated = alert_row(row)
+            action = "alert.ack" if status == "acked" else "alert.resolve"
+            details = {"rule": updated.rule, "by": actor}
+            self._audit(conn, [AuditEntry(action, "alert", alert_id, details)], now)
+        return updated

@@ -27,6 +27,7 @@ from sqlalchemy import (
 from duly.engine.states import RunStatus
 from duly.engine.store.base import ClaimedRun, ClaimParams
 from duly.engine.store.dialect import any_of, lock_id, pg_execute
+from duly.engine.store.events import run_claimed
 from duly.engine.store.plumbing import SqlBase
 from duly.engine.store.rows import (
     CLAIMABLE_VALUES,
@@ -178,11 +179,12 @@ class ClaimQueries(SqlBase):
                 full = len(candidates) >= _window(want.limit)
                 if len(claimed) >= params.limit or not full or not rejected:
                     break
+            self._audit(conn, [run_claimed(c.run) for c in claimed], params.now)
             return claimed
 
     def _claim_fast(self, params: ClaimParams) -> list[ClaimedRun] | None:
         """PostgreSQL: claim in one statement; ``None`` if a limit or serial key is involved."""
-        with self._autocommit.connect() as conn:
+        with self._one_statement() as conn:
             values: dict[str, Any] = {
                 "queue": params.queues[0],
                 "now": params.now,
@@ -195,10 +197,11 @@ class ClaimQueries(SqlBase):
             if params.job_names is not None:
                 sql, values["jobs"] = _PG_CLAIM_FAST_JOBS, sorted(params.job_names)
             rows = pg_execute(conn, sql, values).all()
-        if not rows[0][0]:
-            return None
-        taken = [pg_run_row(row[1:]) for row in rows if row[1] is not None]
-        taken.sort(key=lambda r: (-r.priority, r.not_before, r.id))
+            if not rows[0][0]:
+                return None
+            taken = [pg_run_row(row[1:]) for row in rows if row[1] is not None]
+            taken.sort(key=lambda r: (-r.priority, r.not_before, r.id))
+            self._audit(conn, [run_claimed(r) for r in taken], params.now)
         return [ClaimedRun(r) for r in taken]
 
     def _claim_candidates(

@@ -13,6 +13,7 @@ from duly.engine.errors import LeaseLost
 from duly.engine.states import FINAL, RunStatus
 from duly.engine.store.base import CompleteParams, RunRow
 from duly.engine.store.dialect import any_of, pg_execute
+from duly.engine.store.events import run_completed, run_handed_back
 from duly.engine.store.plumbing import SqlBase, SqlEffects
 from duly.engine.store.rows import run_row
 from duly.engine.store.schema import job_executions, runs
@@ -204,11 +205,13 @@ class CompletionQueries(SqlBase):
             return []
         channels = _channels_of(batch)
         if self.is_postgres and not channels:
-            # One fenced statement: atomic on its own, so no transaction around it.
-            with self._autocommit.connect() as conn:
+            # One fenced statement: atomic on its own, so no transaction around it unless
+            # its events must commit with it.
+            with self._one_statement() as conn:
                 held = set(
                     pg_execute(conn, _PG_COMPLETE_FENCED, _pg_fenced_params(batch)).scalars()
                 )
+                self._audit_completions(conn, [p for p in batch if p.run_id in held])
             return [p.run_id in held for p in batch]
         with self._write(channels) as conn:
             return self._complete_many_on(conn, batch, all_or_nothing=False)
@@ -264,7 +267,13 @@ class CompletionQueries(SqlBase):
         elif mine:
             conn.execute(_COMPLETE_RUN, [_complete_run_params(p) for p in mine])
             conn.execute(_COMPLETE_ATTEMPT, [_complete_attempt_params(p) for p in mine])
+        self._audit_completions(conn, mine)
         return ok
+
+    def _audit_completions(self, conn: Connection, done: Sequence[CompleteParams]) -> None:
+        """The outcomes written, as one batch of entries (one insert)."""
+        if done and self.audit is not None:
+            self._audit(conn, [run_completed(p) for p in done], max(p.now for p in done))
 
     def _complete_on(self, conn: Connection, params: CompleteParams) -> RunRow:
         final = params.status in FINAL
@@ -300,6 +309,7 @@ class CompletionQueries(SqlBase):
             params.started_at,
             params.now,
         )
+        self._audit(conn, [run_completed(params)], params.now)
         return run_row(row)
 
     def _finish_attempt(
@@ -362,4 +372,5 @@ class CompletionQueries(SqlBase):
                     now,
                     now,
                 )
+                self._audit(conn, [run_handed_back(run_id, attempt)], now)
         return res.rowcount == 1

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, select
 
+from duly.engine.auditing import AuditEntry
 from duly.engine.store.connect import allow_long_statements
 from duly.engine.store.plumbing import SqlBase
 from duly.engine.store.schema import job_executions
@@ -15,11 +16,19 @@ from duly.engine.store.schema import job_executions
 PRUNE_STATEMENT_SECONDS = 600.0
 
 
+def _pruned(count: int, cutoff: datetime) -> AuditEntry:
+    details = {"table": "job_executions", "count": count, "cutoff": cutoff}
+    return AuditEntry("retention.prune", "table", "job_executions", details)
+
+
 class ExecutionQueries(SqlBase):
     """Execution history retention."""
 
-    def execution_prune(self, before: datetime, batch: int = 5000) -> int:
-        """Delete attempts of finished runs that completed before ``before``, in batches."""
+    def execution_prune(self, before: datetime, batch: int = 5000, *, now: datetime) -> int:
+        """Delete attempts of finished runs that completed before ``before``, in batches.
+
+        Each batch is recorded (``retention.prune``) in its own transaction at ``now``.
+        """
         total = 0
         while True:
             with self._write() as conn, allow_long_statements(conn, PRUNE_STATEMENT_SECONDS):
@@ -34,5 +43,8 @@ class ExecutionQueries(SqlBase):
                 )
                 if not ids:
                     return total
-                conn.execute(delete(job_executions).where(job_executions.c.id.in_(ids)))
+                removed = conn.execute(
+                    delete(job_executions).where(job_executions.c.id.in_(ids))
+                ).rowcount
+                self._audit(conn, [_pruned(int(removed), before)], now)
             total += len(ids)

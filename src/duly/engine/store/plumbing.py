@@ -86,6 +86,20 @@ class SqlBase:
             with conn.begin():
                 yield conn
 
+    @contextlib.contextmanager
+    def _one_statement(self) -> Iterator[Connection]:
+        """A connection for a change made in one statement.
+
+        Autocommit (one round trip) when nothing is recorded; with an audit recorder, a
+        transaction, so the statement and its events commit together.
+        """
+        if self.audit is None:
+            with self._autocommit.connect() as conn:
+                yield conn
+        else:
+            with self.engine.begin() as conn:
+                yield conn
+
     def _audit(self, conn: Connection, entries: Sequence[AuditEntry], at: datetime) -> None:
         """Record ``entries`` in ``conn``'s transaction, if an audit recorder is plugged in."""
         if self.audit is not None and entries:
@@ -119,6 +133,19 @@ class SqlBase:
         self.engine.dispose()
 
     def _insert_many(self, conn: Connection, chunk: Sequence[dict[str, Any]]) -> list[int]:
-        # executemany with RETURNING is supported on both drivers in SQLAlchemy 2 ("insertmanyvalues").
-        stmt = self._insert(runs).values(list(chunk)).on_conflict_do_nothing().returning(runs.c.id)
-        return list(conn.execute(stmt).scalars().all())
+        """Insert the runs of ``chunk`` that do not exist yet; the new runs' ids."""
+        return [run_id for _, run_id in self._insert_new_runs(conn, chunk)]
+
+    def _insert_new_runs(
+        self, conn: Connection, chunk: Sequence[dict[str, Any]]
+    ) -> list[tuple[datetime, int]]:
+        """Insert the runs of ``chunk`` that do not exist yet; ``(scheduled_for, id)`` of each new one."""
+        stmt = (
+            self._insert(runs).on_conflict_do_nothing().returning(runs.c.scheduled_for, runs.c.id)
+        )
+        if len(chunk) == 1:
+            rows = conn.execute(stmt, list(chunk)).all()
+        else:
+            # One multi-row statement (the driver's executemany would run one per row).
+            rows = conn.execute(stmt.values(list(chunk))).all()
+        return [(at, int(run_id)) for at, run_id in rows]

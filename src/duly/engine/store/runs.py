@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
+from duly.engine.auditing import AuditEntry
 from duly.engine.errors import NotFound, RunConflict
 from duly.engine.states import RunStatus
 from duly.engine.store.base import (
@@ -18,6 +19,7 @@ from duly.engine.store.base import (
     RunRow,
     iter_chunks,
 )
+from duly.engine.store.events import run_cancelled, run_fired, run_retried
 from duly.engine.store.plumbing import SqlBase
 from duly.engine.store.rows import CLAIMABLE_VALUES, IS_CLAIMABLE, aware, run_row
 from duly.engine.store.schema import job_executions, runs
@@ -45,6 +47,10 @@ def new_run_values(new: NewRun, now: datetime) -> dict[str, Any]:
     }
 
 
+def _fired(run: RunRow) -> AuditEntry:
+    return run_fired(run.id, run.job_name, run.scheduled_for, run.origin)
+
+
 class RunQueries(SqlBase):
     """Runs and attempts, apart from claiming and completing."""
 
@@ -55,10 +61,14 @@ class RunQueries(SqlBase):
             created = conn.execute(
                 self._insert(runs).values(**values).on_conflict_do_nothing().returning(runs.c.id)
             ).scalar()
-            row = conn.execute(
-                select(runs).where(runs.c.idempotency_key == new.idempotency_key)
-            ).one()
-        return run_row(row), created is not None
+            row = run_row(
+                conn.execute(
+                    select(runs).where(runs.c.idempotency_key == new.idempotency_key)
+                ).one()
+            )
+            if created is not None:
+                self._audit(conn, [_fired(row)], now)
+        return row, created is not None
 
     def run_enqueue_many(self, news: Sequence[NewRun], now: datetime) -> dict[str, int]:
         """:meth:`run_enqueue` for many runs in one transaction; returns ``{idempotency_key: run id}``.
@@ -66,10 +76,12 @@ class RunQueries(SqlBase):
         A key that exists already keeps its run (and its id is returned).
         """
         values = [new_run_values(new, now) for new in news]
+        by_key = {new.idempotency_key: new for new in news}
         ids: dict[str, int] = {}
+        entries: list[AuditEntry] = []
         with self._write(["runs"]) as conn:
             for chunk in iter_chunks(values, 500):
-                self._insert_many(conn, chunk)
+                created = set(self._insert_many(conn, chunk))
                 keys = [v["idempotency_key"] for v in chunk]
                 for key, run_id in conn.execute(
                     select(runs.c.idempotency_key, runs.c.id).where(
@@ -77,6 +89,12 @@ class RunQueries(SqlBase):
                     )
                 ).all():
                     ids[key] = int(run_id)
+                    if run_id in created:
+                        new = by_key[key]
+                        entries.append(
+                            run_fired(int(run_id), new.job_name, new.scheduled_for, new.origin)
+                        )
+            self._audit(conn, entries, now)
         return ids
 
     def run_next_claimable_at(self, queues: Sequence[str]) -> datetime | None:
@@ -151,6 +169,10 @@ class RunQueries(SqlBase):
     def run_retry(self, run_id: int, now: datetime) -> RunRow:
         """Put a failed, cancelled or missed run back in the queue with a fresh set of attempts."""
         with self._write(["runs"]) as conn:
+            current = select(runs.c.status).where(runs.c.id == run_id)
+            if self.is_postgres:
+                current = current.with_for_update()
+            previous = conn.execute(current).scalar()
             row = conn.execute(
                 update(runs)
                 .where(
@@ -173,11 +195,14 @@ class RunQueries(SqlBase):
             ).one_or_none()
             if row is None:
                 self._raise_missing_or_conflict(conn, run_id, "retried")
-        return run_row(row)
+            retried = run_row(row)
+            self._audit(conn, [run_retried(retried, previous)], now)
+        return retried
 
     def run_cancel(self, run_id: int, now: datetime) -> RunRow:
         """Cancel a queued or retrying run now; ask the worker to stop a running one."""
         with self._write() as conn:
+            requested = False
             row = conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id, runs.c.status.in_(CLAIMABLE_VALUES))
@@ -191,6 +216,7 @@ class RunQueries(SqlBase):
                 .returning(*runs.c)
             ).one_or_none()
             if row is None:
+                requested = True
                 row = conn.execute(
                     update(runs)
                     .where(runs.c.id == run_id, runs.c.status == RunStatus.RUNNING.value)
@@ -199,7 +225,12 @@ class RunQueries(SqlBase):
                 ).one_or_none()
             if row is None:
                 self._raise_missing_or_conflict(conn, run_id, "cancelled")
-        return run_row(row)
+            cancelled = run_row(row)
+            entry = run_cancelled(
+                run_id, error_code=None if requested else cancelled.error_code, requested=requested
+            )
+            self._audit(conn, [entry], now)
+        return cancelled
 
     def _raise_missing_or_conflict(self, conn: Connection, run_id: int, verb: str) -> None:
         status = conn.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar()

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, text, update
 
+from duly.engine.auditing import AuditEntry
 from duly.engine.errors import NotFound, ScheduleBroken
 from duly.engine.states import RunStatus
 from duly.engine.store.base import (
@@ -18,6 +19,13 @@ from duly.engine.store.base import (
     NewSchedule,
     ScheduleRow,
     iter_chunks,
+)
+from duly.engine.store.events import (
+    DECLARED_SOURCES,
+    run_cancelled,
+    run_fired,
+    schedule_changes,
+    schedule_entry,
 )
 from duly.engine.store.plumbing import SqlBase
 from duly.engine.store.rows import (
@@ -86,6 +94,39 @@ _NO_CATCHUP: dict[str, Any] = {
 }
 
 
+def _upsert_entries(source: str, old: ScheduleRow | None, row: ScheduleRow) -> list[AuditEntry]:
+    """``schedule.create``/``update`` by an operator, ``schedule.sync`` by a declaration.
+
+    An upsert that changed no recorded field records nothing (nodes declare their
+    configured schedules at every start).
+    """
+    diff = schedule_changes(old, row)
+    if not diff:
+        return []
+    if source in DECLARED_SOURCES:
+        return [schedule_entry("schedule.sync", row, {"created": old is None, **diff})]
+    action = "schedule.create" if old is None else "schedule.update"
+    return [schedule_entry(action, row, diff)]
+
+
+def _fired_entries(
+    sched: ScheduleRow, decision: FireDecision, created: dict[datetime, int]
+) -> list[AuditEntry]:
+    """``run.fire`` for each run of ``decision`` that was created (not one that existed)."""
+    return [
+        run_fired(
+            created[planned.scheduled_for],
+            sched.job_name,
+            planned.scheduled_for,
+            "schedule",
+            schedule=sched.name,
+            status=planned.status,
+        )
+        for planned in decision.runs
+        if planned.scheduled_for in created
+    ]
+
+
 class ScheduleQueries(SqlBase):
     """Schedules and their firing."""
 
@@ -113,18 +154,21 @@ class ScheduleQueries(SqlBase):
             current = conn.execute(
                 select(schedules).where(schedules.c.name == new.name)
             ).one_or_none()
-            if current is None:
+            old = schedule_row(current) if current is not None else None
+            if old is None:
                 values.update(next_fire_at=next_fire_at(new), created_at=now, updated_at=now)
                 conn.execute(insert(schedules).values(**values))
             else:
-                old = schedule_row(current)
                 changes = _update_values(old, new, values, now, next_fire_at)
                 if changes:
                     conn.execute(
                         update(schedules).where(schedules.c.id == old.id).values(**changes)
                     )
-            row = conn.execute(select(schedules).where(schedules.c.name == new.name)).one()
-        return schedule_row(row)
+            row = schedule_row(
+                conn.execute(select(schedules).where(schedules.c.name == new.name)).one()
+            )
+            self._audit(conn, _upsert_entries(new.source, old, row), now)
+        return row
 
     def schedule_get(self, name: str) -> ScheduleRow | None:
         """The schedule called ``name``, if any."""
@@ -159,18 +203,27 @@ class ScheduleQueries(SqlBase):
                 .values(**values)
                 .returning(*schedules.c)
             ).one_or_none()
-        if res is None:
-            raise NotFound(f"no schedule named {name!r}")
-        return schedule_row(res)
+            if res is None:
+                raise NotFound(f"no schedule named {name!r}")
+            row = schedule_row(res)
+            details = {} if paused else {"next_fire_at": next_fire_at}
+            action = "schedule.pause" if paused else "schedule.resume"
+            self._audit(conn, [schedule_entry(action, row, details)], now)
+        return row
 
-    def schedule_delete(self, name: str) -> bool:
+    def schedule_delete(self, name: str, now: datetime) -> bool:
         """Delete ``name`` (its runs stay, detached); report whether it existed."""
         with self._write(["schedules"]) as conn:
-            sid = conn.execute(select(schedules.c.id).where(schedules.c.name == name)).scalar()
-            if sid is None:
+            current = conn.execute(select(schedules).where(schedules.c.name == name)).one_or_none()
+            if current is None:
                 return False
-            conn.execute(update(runs).where(runs.c.schedule_id == sid).values(schedule_id=None))
-            conn.execute(delete(schedules).where(schedules.c.id == sid))
+            sched = schedule_row(current)
+            detached = conn.execute(
+                update(runs).where(runs.c.schedule_id == sched.id).values(schedule_id=None)
+            ).rowcount
+            conn.execute(delete(schedules).where(schedules.c.id == sched.id))
+            details = {"job": sched.job_name, "runs_detached": int(detached)}
+            self._audit(conn, [schedule_entry("schedule.delete", sched, details)], now)
         return True
 
     def schedule_next_due(self) -> datetime | None:
@@ -211,7 +264,10 @@ class ScheduleQueries(SqlBase):
             if not due:
                 return []
             active = self._active_schedule_ids(conn, [s.id for s in due])
-            return [self._fire_one(conn, s, planner, s.id in active, now) for s in due]
+            entries: list[AuditEntry] = []
+            fired = [self._fire_one(conn, s, planner, s.id in active, now, entries) for s in due]
+            self._audit(conn, entries, now)
+            return fired
 
     def _lock_due(self, conn: Connection, now: datetime, limit: int) -> list[ScheduleRow]:
         stmt = (
@@ -231,15 +287,21 @@ class ScheduleQueries(SqlBase):
         planner: FirePlanner,
         previous_active: bool,
         now: datetime,
+        entries: list[AuditEntry],
     ) -> FiredSchedule:
+        """Fire ``sched``; the audit entries of what changed are added to ``entries``."""
         try:
             decision = planner(sched, previous_active)
         except ScheduleBroken as exc:
             # Nothing was written for it yet: set it aside so it is not picked again.
-            return self._mark_broken(conn, sched, str(exc) or type(exc).__name__, now)
-        created = self._insert_fired_runs(conn, sched, decision, now)
+            broken = self._mark_broken(conn, sched, str(exc) or type(exc).__name__, now)
+            entries.append(
+                schedule_entry("schedule.break", sched, {"reason": broken.broken_reason})
+            )
+            return broken
+        created = self._insert_fired_runs(conn, sched, decision, now, entries)
         if decision.cancel_previous:
-            self._cancel_active_of_schedule(conn, sched.id, now, keep=created)
+            entries += self._cancel_active_of_schedule(conn, sched.id, now, keep=created)
         last = max((r.scheduled_for for r in decision.runs), default=sched.last_fire_at)
         conn.execute(
             update(schedules)
@@ -274,7 +336,12 @@ class ScheduleQueries(SqlBase):
         return set(rows)
 
     def _insert_fired_runs(
-        self, conn: Connection, sched: ScheduleRow, decision: Any, now: datetime
+        self,
+        conn: Connection,
+        sched: ScheduleRow,
+        decision: Any,
+        now: datetime,
+        entries: list[AuditEntry],
     ) -> list[int]:
         if not decision.runs:
             return []
@@ -306,21 +373,20 @@ class ScheduleQueries(SqlBase):
             }
             for planned in decision.runs
         ]
-        stmt = self._insert(runs).on_conflict_do_nothing().returning(runs.c.id)
-        created: list[int] = []
+        # The runs created (an existing one keeps its row), by when each is for.
+        created: dict[datetime, int] = {}
         for chunk in iter_chunks(values, 500):
-            created.extend(
-                conn.execute(stmt, list(chunk)).scalars().all()
-                if len(chunk) == 1
-                else self._insert_many(conn, chunk)
-            )
-        return created
+            created.update(self._insert_new_runs(conn, chunk))
+        if self.audit is not None:
+            entries += _fired_entries(sched, decision, created)
+        return list(created.values())
 
     def _cancel_active_of_schedule(
         self, conn: Connection, schedule_id: int, now: datetime, keep: list[int]
-    ) -> None:
+    ) -> list[AuditEntry]:
+        """Cancel the schedule's waiting runs and ask its running ones to stop; their entries."""
         base = and_(runs.c.schedule_id == schedule_id, runs.c.id.not_in(keep or [-1]))
-        conn.execute(
+        cancelled = conn.execute(
             update(runs)
             .where(base, runs.c.status.in_(CLAIMABLE_VALUES))
             .values(
@@ -330,9 +396,14 @@ class ScheduleQueries(SqlBase):
                 error_code="OVERLAP",
                 error_message="cancelled by a newer fire (cancel_previous)",
             )
-        )
-        conn.execute(
+            .returning(runs.c.id)
+        ).scalars()
+        entries = [run_cancelled(run_id, error_code="OVERLAP") for run_id in cancelled]
+        asked = conn.execute(
             update(runs)
             .where(base, runs.c.status == RunStatus.RUNNING.value)
             .values(cancel_requested=True, updated_at=now)
-        )
+            .returning(runs.c.id)
+        ).scalars()
+        entries += [run_cancelled(run_id, error_code="OVERLAP", requested=True) for run_id in asked]
+        return entries

@@ -8,8 +8,10 @@ from typing import Any
 
 from sqlalchemy import and_, select, update
 
+from duly.engine.auditing import AuditEntry
 from duly.engine.states import FINAL, RunStatus
 from duly.engine.store.base import RunRow
+from duly.engine.store.events import run_lease_expired
 from duly.engine.store.plumbing import SqlBase
 from duly.engine.store.rows import ACTIVE_VALUES, run_row
 from duly.engine.store.schema import job_executions, runs
@@ -33,6 +35,7 @@ class SupervisionQueries(SqlBase):
                 stmt = stmt.with_for_update(skip_locked=True)
             expired = [run_row(r) for r in conn.execute(stmt).all()]
             out = []
+            entries: list[AuditEntry] = []
             for run in expired:
                 status, not_before = decide(run)
                 message = f"lease held by {run.lease_owner} expired at {run.lease_expires_at}"
@@ -70,6 +73,8 @@ class SupervisionQueries(SqlBase):
                         )
                     )
                     out.append(run_row(row))
+                    entries.append(run_lease_expired(out[-1], run.attempt, run.lease_owner))
+            self._audit(conn, entries, now)
         return out
 
     def run_mark_late_starts(self, started_before: datetime, limit: int) -> list[RunRow]:
