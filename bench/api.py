@@ -216,6 +216,12 @@ class Server:
         self.tmp = tempfile.TemporaryDirectory()
         self.log = Path(self.tmp.name) / "serve.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("DULY_")}
+        # The server runs in a temporary directory: a relative PYTHONPATH (``PYTHONPATH=src``)
+        # would find nothing there and the server would import whichever duly is installed.
+        if env.get("PYTHONPATH"):
+            env["PYTHONPATH"] = os.pathsep.join(
+                str(Path(p).resolve()) for p in env["PYTHONPATH"].split(os.pathsep) if p
+            )
         env.update(DULY_DATABASE_URL=url, DULY_LOGGING__LEVEL="warning",
                    DULY_API__RATE_LIMIT_PER_SECOND="1000000", DULY_API__RATE_LIMIT_BURST="1000000",
                    DULY_NODE_NAME="bench-api")  # fmt: skip

@@ -21,6 +21,7 @@ import hashlib
 import json
 import re
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +33,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from sqlalchemy import (
     Column,
+    Connection,
     Engine,
     Index,
     Integer,
@@ -107,6 +109,18 @@ class IdempotencyKeys:
         self.ttl = ttl
         self.stale_after = stale_after
         self._last_purge: datetime | None = None
+        # Each write here is one statement, atomic on its own: on PostgreSQL it runs without
+        # BEGIN/COMMIT round trips around it. SQLite keeps its transactions, where the
+        # store's single-writer lock is taken.
+        self._single = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else None
+        )
+
+    def _statement(self) -> AbstractContextManager[Connection]:
+        """A connection for one statement that commits by itself."""
+        return self._single.connect() if self._single is not None else self.engine.begin()
 
     def claim(self, scope: str, key: str, fingerprint: str) -> Created | None:
         """Claim ``key`` for a new request (None), or the stored answer to replay.
@@ -119,7 +133,7 @@ class IdempotencyKeys:
                "created_at": now, "expires_at": now + self.ttl}  # fmt: skip
         for _ in range(3):
             try:
-                with self.engine.begin() as conn:
+                with self._statement() as conn:
                     conn.execute(insert(api_idempotency).values(**row))
                 return None
             except IntegrityError:
@@ -143,7 +157,7 @@ class IdempotencyKeys:
     def finish(self, scope: str, key: str, answer: Created) -> None:
         """Store the first answer, to replay until the key expires."""
         body = json.dumps(jsonable_encoder(answer.body), separators=(",", ":"))
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             conn.execute(
                 update(api_idempotency)
                 .where(api_idempotency.c.scope == scope, api_idempotency.c.key == key)
@@ -153,7 +167,7 @@ class IdempotencyKeys:
 
     def release(self, scope: str, key: str) -> None:
         """Forget a claim whose request failed (it changed nothing)."""
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             conn.execute(
                 delete(api_idempotency).where(
                     api_idempotency.c.scope == scope,
@@ -163,7 +177,7 @@ class IdempotencyKeys:
             )
 
     def _get(self, scope: str, key: str) -> Any:
-        with self.engine.connect() as conn:
+        with self._statement() as conn:
             return conn.execute(
                 select(api_idempotency).where(
                     api_idempotency.c.scope == scope, api_idempotency.c.key == key

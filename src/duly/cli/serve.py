@@ -91,12 +91,16 @@ def _url(sock: socket.socket) -> str:
 
 async def _run_with_api(system: System, roles: tuple[str, ...], sock: socket.socket) -> None:
     """The node and uvicorn on one event loop; SIGTERM/SIGINT stop both, the API first."""
+    import anyio.to_thread
     import uvicorn
 
     from duly.api.app import create_app
     from duly.engine.node import Node
     from duly.runtime import run_node
 
+    # The API's sync routes and database calls run on anyio's threads (40 by default): on a
+    # small machine that many only contend for the interpreter and the connection pool.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = system.settings.api.threads
     nodes: list[Node] = []
     app = create_app(system.settings, system.store, system.registry, system.clock,
                      health_probe=lambda: nodes[0].loops_alive() if nodes else {})  # fmt: skip
