@@ -17,11 +17,11 @@ again, which finds the object already there and answers with it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -109,18 +109,24 @@ class IdempotencyKeys:
         self.ttl = ttl
         self.stale_after = stale_after
         self._last_purge: datetime | None = None
-        # Each write here is one statement, atomic on its own: on PostgreSQL it runs without
-        # BEGIN/COMMIT round trips around it. SQLite keeps its transactions, where the
-        # store's single-writer lock is taken.
-        self._single = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if engine.dialect.name == "postgresql"
-            else None
-        )
+        self._postgres = engine.dialect.name == "postgresql"
 
-    def _statement(self) -> AbstractContextManager[Connection]:
-        """A connection for one statement that commits by itself."""
-        return self._single.connect() if self._single is not None else self.engine.begin()
+    @contextlib.contextmanager
+    def _statement(self) -> Iterator[Connection]:
+        """A transaction for one write to this table, committed without waiting for the disk.
+
+        On PostgreSQL the commit does not wait for its WAL to be flushed
+        (``synchronous_commit = off``, for this transaction only): at worst a crash loses
+        the last fraction of a second of these writes, never anything else, and the table
+        is not what exactly-once rests on (see the module). A lost claim or answer leaves
+        the key free or ``pending``, and the next request with it runs the create again,
+        which finds the object by its own key. The object's own transaction does wait, and
+        its flush carries every earlier write of the log, a claim before it included.
+        """
+        with self.engine.begin() as conn:
+            if self._postgres:
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            yield conn
 
     def claim(self, scope: str, key: str, fingerprint: str) -> Created | None:
         """Claim ``key`` for a new request (None), or the stored answer to replay.
@@ -177,7 +183,7 @@ class IdempotencyKeys:
             )
 
     def _get(self, scope: str, key: str) -> Any:
-        with self._statement() as conn:
+        with self.engine.connect() as conn:
             return conn.execute(
                 select(api_idempotency).where(
                     api_idempotency.c.scope == scope, api_idempotency.c.key == key
@@ -186,7 +192,7 @@ class IdempotencyKeys:
 
     def _take_over(self, found: Any, row: dict[str, Any]) -> bool:
         """Reclaim an expired key or a stale pending one; False if another request won."""
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             done = conn.execute(
                 update(api_idempotency)
                 .where(

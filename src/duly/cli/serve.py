@@ -105,7 +105,7 @@ async def _run_with_api(system: System, roles: tuple[str, ...], sock: socket.soc
     app = create_app(system.settings, system.store, system.registry, system.clock,
                      health_probe=lambda: nodes[0].loops_alive() if nodes else {})  # fmt: skip
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
-                            log_level="warning", server_header=False)  # fmt: skip
+                            log_level="warning", server_header=False, http=_http_protocol())  # fmt: skip
     server = _api_server(config)
     stop = asyncio.Event()
 
@@ -122,6 +122,13 @@ async def _run_with_api(system: System, roles: tuple[str, ...], sock: socket.soc
         await node
         watcher.cancel()
         sock.close()
+
+
+def _http_protocol() -> str:
+    """uvicorn's HTTP/1.1 parser: httptools (C, llhttp) when installed, else h11 (pure Python)."""
+    import importlib.util
+
+    return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
 
 
 def _api_server(config: Any) -> Any:
