@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import multiprocessing
 import os
 import platform
@@ -77,6 +79,7 @@ SEED_CHUNK = 200_000
 ERRORS = 50_000
 WARMUP_SECONDS = 3.0
 P95_LIMIT = 0.100
+POOLS = 32  # client connection pools per generator process
 STARTUP = re.compile(r"API on (http://127\.0\.0\.1:\d+)")
 
 #: (name, weight, method, path template in the OpenAPI document)
@@ -216,6 +219,12 @@ class Server:
         self.tmp = tempfile.TemporaryDirectory()
         self.log = Path(self.tmp.name) / "serve.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("DULY_")}
+        # The server runs in a temporary directory: a relative PYTHONPATH (``PYTHONPATH=src``)
+        # would find nothing there and the server would import whichever duly is installed.
+        if env.get("PYTHONPATH"):
+            env["PYTHONPATH"] = os.pathsep.join(
+                str(Path(p).resolve()) for p in env["PYTHONPATH"].split(os.pathsep) if p
+            )
         env.update(DULY_DATABASE_URL=url, DULY_LOGGING__LEVEL="warning",
                    DULY_API__RATE_LIMIT_PER_SECOND="1000000", DULY_API__RATE_LIMIT_BURST="1000000",
                    DULY_NODE_NAME="bench-api")  # fmt: skip
@@ -304,13 +313,22 @@ async def _send_share(plan: Plan, index: int, count: int) -> list[Record]:
     rng = random.Random(f"{plan.tag}-{index}")
     names = [n for n, _ in plan.routes]
     weights = [w for _, w in plan.routes]
-    limits = httpx.Limits(max_connections=plan.connections,
-                          max_keepalive_connections=plan.connections)  # fmt: skip
+    # Several small pools, not one of ``connections``: httpcore matches every queued request
+    # against every connection on each event, so one pool with a backlog of thousands spends
+    # the generator's CPU on that (quadratic) and the server sits idle while latency grows.
+    pools = max(1, min(plan.connections, POOLS))
+    each = -(-plan.connections // pools)
+    limits = httpx.Limits(max_connections=each, max_keepalive_connections=each)
     records: list[Record] = []
-    async with httpx.AsyncClient(base_url=plan.url, limits=limits, timeout=60) as http:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(
+                       httpx.AsyncClient(base_url=plan.url, limits=limits, timeout=60))
+                   for _ in range(pools)]  # fmt: skip
+        turn = itertools.count()
 
         async def one(name: str, method: str, path: str, kwargs: dict[str, Any], due: float) -> None:
             sent = time.monotonic()
+            http = clients[next(turn) % pools]
             try:
                 status = (await http.request(method, path, **kwargs)).status_code
             except httpx.HTTPError:

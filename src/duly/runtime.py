@@ -48,6 +48,7 @@ __all__ = [
     "db_engine",
     "engine_options",
     "open_store",
+    "pool_size",
     "run_node",
 ]
 
@@ -106,7 +107,22 @@ def connect_options(settings: Settings) -> ConnectOptions:
 
 def db_engine(settings: Settings) -> Engine:
     """The SQLAlchemy engine of the configured database, bounded by its ``database`` settings."""
-    return create_db_engine(settings.database_url, options=connect_options(settings))
+    return create_db_engine(settings.database_url, pool_size=pool_size(settings),
+                            options=connect_options(settings))  # fmt: skip
+
+
+#: Connections the node's own loops and jobs keep busy at once, at most, in the common case.
+NODE_CONNECTIONS = 10
+
+
+def pool_size(settings: Settings) -> int:
+    """``database.pool_size``, or enough for the node and the API's threads together.
+
+    A pool smaller than the threads that use it makes every connection past it a new one
+    (opened, used once, closed: a server process forked per request) or a wait.
+    """
+    configured = settings.database.pool_size
+    return configured if configured is not None else NODE_CONNECTIONS + settings.api.threads
 
 
 def engine_options(settings: Settings) -> EngineOptions:

@@ -134,3 +134,23 @@ async def test_every_log_line_of_a_request_carries_its_request_id(
     assert created, lines
     assert all(line.get("request_id") == "req-42" for line in created), created
     assert all("duly_" not in json.dumps(line) for line in lines)  # no token text in the log
+
+
+async def test_a_revocation_holds_at_once_here_and_within_the_cache_bound_elsewhere(
+    http: httpx.AsyncClient, store: SqlStore, api_clock: ManualClock, auth
+) -> None:
+    elsewhere = TokenService(store.engine, api_clock)  # as `duly token revoke` would
+    here = elsewhere.create("here", Role.OPERATOR, created_by="t")
+    there = elsewhere.create("there", Role.OPERATOR, created_by="t")
+    for token in (here, there):  # both verified, so both cached
+        ok = await http.get("/api/v1/jobs", headers={"Authorization": f"Bearer {token.text}"})
+        assert ok.status_code == 200
+    revoke = await http.post(f"/api/v1/tokens/{here.row.id}/revoke", headers=auth(Role.ADMIN))
+    assert revoke.status_code == 200
+    elsewhere.revoke("there", revoked_by="t")
+    headers_here = {"Authorization": f"Bearer {here.text}"}
+    headers_there = {"Authorization": f"Bearer {there.text}"}
+    assert (await http.get("/api/v1/jobs", headers=headers_here)).status_code == 401
+    assert (await http.get("/api/v1/jobs", headers=headers_there)).status_code == 200
+    api_clock.advance(timedelta(seconds=5))
+    assert (await http.get("/api/v1/jobs", headers=headers_there)).status_code == 401

@@ -33,6 +33,7 @@ from duly.api.routers import (
     tokens,
     transfers,
 )
+from duly.auth.cache import TokenCache
 from duly.auth.service import TokenService
 from duly.clock import Clock
 from duly.config import Settings
@@ -83,7 +84,8 @@ def create_app(
     ctx = ApiContext(
         store=store,
         client=EngineClient(store, registry, clock),
-        tokens=TokenService(store.engine, clock),
+        tokens=TokenService(store.engine, clock,
+                            TokenCache(timedelta(seconds=api.token_cache_seconds))),
         keys=IdempotencyKeys(
             store.engine,
             clock,

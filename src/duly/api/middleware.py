@@ -170,7 +170,11 @@ class RequestGate:
         if scheme.lower() != "bearer" or not credential.strip():
             return None
         now = self.clock.now()
-        return await anyio.to_thread.run_sync(self.tokens.authenticate, credential.strip(), now)
+        token = credential.strip()
+        cached = self.tokens.cached(token, now)  # no thread, no database: the common case
+        if cached is not None:
+            return cached
+        return await anyio.to_thread.run_sync(self.tokens.authenticate, token, now)
 
     @staticmethod
     def _observe(scope: Scope, status: int, seconds: float) -> None:

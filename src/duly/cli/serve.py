@@ -102,15 +102,19 @@ def _url(sock: socket.socket) -> str:
 
 async def _run_with_api(system: System, roles: tuple[str, ...], sock: socket.socket) -> None:
     """The node and uvicorn on one event loop; SIGTERM/SIGINT stop both, the API first."""
+    import anyio.to_thread
     import uvicorn
 
     from duly.engine.node import Node
     from duly.runtime import run_node
 
+    # The API's sync routes and database calls run on anyio's threads (40 by default): on a
+    # small machine that many only contend for the interpreter and the connection pool.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = system.settings.api.threads
     nodes: list[Node] = []
     app = http_app(system, health_probe=lambda: nodes[0].loops_alive() if nodes else {})
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
-                            log_level="warning", server_header=False)  # fmt: skip
+                            log_level="warning", server_header=False, http=_http_protocol())  # fmt: skip
     server = _api_server(config)
     stop = asyncio.Event()
 
@@ -182,6 +186,13 @@ def _print_demo_welcome(system: System, sock: socket.socket) -> None:
     )
     typer.echo(f"Dashboard: {_url(sock)}/ui/")
     typer.echo(f"Admin token (shown once; sign in with it): {created.text}")
+
+
+def _http_protocol() -> str:
+    """uvicorn's HTTP/1.1 parser: httptools (C, llhttp) when installed, else h11 (pure Python)."""
+    import importlib.util
+
+    return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
 
 
 def _api_server(config: Any) -> Any:

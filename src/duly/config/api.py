@@ -29,3 +29,9 @@ class ApiSettings(BaseModel):
     """How long an ``Idempotency-Key`` answers with its first response."""
     max_wait_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
     """The cap on ``wait`` when triggering a job and waiting for its result."""
+    token_cache_seconds: Annotated[float, Field(ge=0, le=60)] = 5.0
+    """How long a verified token is trusted from memory (``0``: every request reads the store).
+    A revocation through this node's API holds at once, one made elsewhere within this long."""
+    threads: Annotated[int, Field(ge=1, le=256)] = 12
+    """Worker threads for the API's database calls (``duly serve``): more only contend for
+    the interpreter and the connection pool."""

@@ -106,6 +106,9 @@ class DatabaseSettings(BaseModel):
     """Unanswered probes before the connection is declared dead."""
     tcp_user_timeout_seconds: Seconds = 25.0
     """Sent data unacknowledged this long kills the connection (``tcp_user_timeout``, Linux)."""
+    pool_size: Annotated[int, Field(ge=1, le=1000)] | None = None
+    """Connections the pool keeps open (up to twice as many more under load); ``None``:
+    10 for the node's loops and jobs plus ``api.threads``."""
     pool_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
     """Longest wait for a free connection of the pool."""
     pool_recycle_seconds: Annotated[float, Field(gt=0)] = 1800.0

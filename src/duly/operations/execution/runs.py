@@ -16,7 +16,7 @@ from duly.engine.errors import RunConflict
 from duly.engine.store.schema import runs
 from duly.engine.store.sql import SqlStore
 from duly.operations.auditing import target_entry
-from duly.operations.execution.models import ACTIVE, Kind
+from duly.operations.execution.models import ACTIVE, Kind, Target
 from duly.operations.execution.outcomes import record_outcome, set_state
 
 __all__ = ["cancel_run", "ensure_run", "reconcile_run"]
@@ -25,14 +25,18 @@ __all__ = ["cancel_run", "ensure_run", "reconcile_run"]
 # -- runs -----------------------------------------------------------------------------
 
 
-def ensure_run(client: EngineClient, kind: Kind, ref_id: int) -> int | None:
+def ensure_run(
+    client: EngineClient, kind: Kind, ref_id: int, *, target: Target | None = None
+) -> int | None:
     """Enqueue the engine run of the operation's next attempt if it has none; return its id.
 
     Idempotent: the run's key is deterministic and the row remembers the attempt it was
-    enqueued for.
+    enqueued for. ``target``: the operation as its creator just wrote it, instead of
+    reading it again (the write that records the run checks the attempt all the same).
     """
-    with client.store.engine.connect() as conn:
-        target = kind.load(conn, ref_id, False)
+    if target is None:
+        with client.store.engine.connect() as conn:
+            target = kind.load(conn, ref_id, False)
     if target is None or target.status not in ACTIVE or target.next_attempt_at is None:
         return None
     attempt = target.attempts + 1

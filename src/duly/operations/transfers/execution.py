@@ -12,7 +12,7 @@ from duly.operations.execution.models import Kind, Target
 from duly.operations.policy import FailurePolicy
 from duly.operations.transfers.models import TRANSFER_JOB, scheduled_transfers
 
-__all__ = ["TRANSFERS"]
+__all__ = ["TRANSFERS", "transfer_target"]
 
 _T = scheduled_transfers
 
@@ -53,6 +53,11 @@ def _banks(conn: Connection, ref_ids: Sequence[int]) -> dict[int, str]:
         )
     )
     return {int(ref): bank for ref, bank in rows}
+
+
+def transfer_target(row: Any) -> Target:
+    """The executor's view of a transfer row (one with at least the target's columns)."""
+    return _target(row)
 
 
 def _target(row: Any) -> Target:

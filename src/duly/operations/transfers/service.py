@@ -39,7 +39,7 @@ from duly.operations.execution.outcomes import set_state
 from duly.operations.execution.runs import cancel_run, ensure_run
 from duly.operations.localtime import execution_date, execution_instant, parse_time_of_day, zone
 from duly.operations.outbox import emit, outbox
-from duly.operations.transfers.execution import TRANSFERS, load_target
+from duly.operations.transfers.execution import TRANSFERS, load_target, transfer_target
 from duly.operations.transfers.models import (
     TRANSFER_JOB,
     NewTransfer,
@@ -79,75 +79,83 @@ class ScheduledTransfers:
         """
         body = self._normalise(new)
         digest = _digest(body)
-        existing = self._by_request(new.request_key)
-        if existing is not None:
-            return self._replay(existing, digest), False
         now = self.clock.now()
         exec_date = execution_date(body["local_date_"], body["convention"], body["calendar"])
         execute_at = execution_instant(exec_date, body["local_time"], body["timezone"])
-        if execute_at < now:
-            raise InvalidRequest(
-                f"the execution time {execute_at.isoformat()} has passed; choose a later date or time"
-            )
         insert = pg_insert if self.store.is_postgres else sqlite_insert
+        # One transaction reads the key, checks the accounts, writes the transfer and its
+        # event; the run follows in the store's own transaction (ensure_run).
         with self.engine.begin() as conn:
-            customer_id = self._owner(conn, new, body)
-            new_id = conn.execute(
-                insert(_T)
-                .values(
-                    request_key=new.request_key,
-                    request_hash=digest,
-                    transfer_key=f"st-{uuid.uuid4().hex}",
-                    customer_id=customer_id,
-                    bank=body["bank"],
-                    from_account=body["from_account"],
-                    to_account=body["to_account"],
-                    amount_minor=body["amount_minor"],
-                    currency=body["currency"],
-                    memo=body["memo"],
-                    local_date=body["local_date_"],
-                    local_time=body["local_time"],
-                    timezone=body["timezone"],
-                    convention=body["convention"],
-                    calendar=body["calendar"],
-                    execution_date=exec_date,
-                    execute_at=execute_at,
-                    next_attempt_at=execute_at,
-                    status="scheduled",
-                    max_attempts=new.policy.max_attempts,
-                    retry_every_seconds=int(new.policy.retry_every.total_seconds()),
-                    retry_window_seconds=int(new.policy.retry_window.total_seconds()),
-                    created_at=now,
-                    updated_at=now,
-                )
-                .on_conflict_do_nothing()
-                .returning(_T.c.id)
-            ).scalar()
-            if new_id is not None:
-                emit(
-                    conn,
-                    event_type="transfer.scheduled",
-                    aggregate="transfer",
-                    aggregate_id=new_id,
-                    dedupe_key=f"transfer:{new_id}:scheduled",
-                    payload={
-                        "status": "scheduled",
-                        "customer_id": customer_id,
-                        "execute_at": execute_at.isoformat(),
-                        "execution_date": exec_date.isoformat(),
-                    },
-                    now=now,
-                )
-                entry = _created_entry(int(new_id), {**body, "request_key": new.request_key,
-                                       "customer_id": customer_id, "execution_date": exec_date,
-                                       "execute_at": execute_at})  # fmt: skip
-                record(conn, [entry], now)
-        if new_id is None:  # a concurrent request with the same key won
+            existing = conn.execute(
+                select(_T).where(_T.c.request_key == new.request_key)
+            ).one_or_none()
+            if existing is None:
+                if execute_at < now:
+                    raise InvalidRequest(
+                        f"the execution time {execute_at.isoformat()} has passed; choose a later "
+                        "date or time"
+                    )
+                customer_id = self._owner(conn, new, body)
+                created = conn.execute(
+                    insert(_T)
+                    .values(
+                        request_key=new.request_key,
+                        request_hash=digest,
+                        transfer_key=f"st-{uuid.uuid4().hex}",
+                        customer_id=customer_id,
+                        bank=body["bank"],
+                        from_account=body["from_account"],
+                        to_account=body["to_account"],
+                        amount_minor=body["amount_minor"],
+                        currency=body["currency"],
+                        memo=body["memo"],
+                        local_date=body["local_date_"],
+                        local_time=body["local_time"],
+                        timezone=body["timezone"],
+                        convention=body["convention"],
+                        calendar=body["calendar"],
+                        execution_date=exec_date,
+                        execute_at=execute_at,
+                        next_attempt_at=execute_at,
+                        status="scheduled",
+                        max_attempts=new.policy.max_attempts,
+                        retry_every_seconds=int(new.policy.retry_every.total_seconds()),
+                        retry_window_seconds=int(new.policy.retry_window.total_seconds()),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    .on_conflict_do_nothing()
+                    .returning(*_T.c)
+                ).one_or_none()
+                if created is not None:
+                    emit(
+                        conn,
+                        event_type="transfer.scheduled",
+                        aggregate="transfer",
+                        aggregate_id=created.id,
+                        dedupe_key=f"transfer:{created.id}:scheduled",
+                        payload={
+                            "status": "scheduled",
+                            "customer_id": customer_id,
+                            "execute_at": execute_at.isoformat(),
+                            "execution_date": exec_date.isoformat(),
+                        },
+                        now=now,
+                    )
+                    entry = _created_entry(int(created.id), {**body, "request_key": new.request_key,
+                                           "customer_id": customer_id, "execution_date": exec_date,
+                                           "execute_at": execute_at})  # fmt: skip
+                    record(conn, [entry], now)
+        if existing is not None:
+            return self._replay(existing, digest), False
+        if created is None:  # a concurrent request with the same key won
             raced = self._by_request(new.request_key)
             assert raced is not None
             return self._replay(raced, digest), False
-        ensure_run(self.client, TRANSFERS, int(new_id))
-        row = self.get(int(new_id))
+        transfer_id = int(created.id)
+        # The row just written is what ensure_run would read back first.
+        ensure_run(self.client, TRANSFERS, transfer_id, target=transfer_target(created))
+        row = self.get(transfer_id)
         assert row is not None
         return row, True
 
@@ -302,7 +310,7 @@ class ScheduledTransfers:
 
     def get(self, transfer_id: int) -> TransferRow | None:
         """The transfer ``transfer_id``, if any."""
-        with self.engine.connect() as conn:
+        with self._single_statement() as conn:
             row = conn.execute(select(_T).where(_T.c.id == transfer_id)).one_or_none()
         return transfer_row(row) if row is not None else None
 
@@ -430,8 +438,12 @@ class ScheduledTransfers:
 
     # -- helpers --------------------------------------------------------------------
 
+    def _single_statement(self) -> Connection:
+        """A connection for one read: no ``BEGIN``/``ROLLBACK`` round trips around it."""
+        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
     def _by_request(self, request_key: str) -> Any:
-        with self.engine.connect() as conn:
+        with self._single_statement() as conn:
             return conn.execute(select(_T).where(_T.c.request_key == request_key)).one_or_none()
 
     def _replay(self, row: Any, digest: str) -> TransferRow:
