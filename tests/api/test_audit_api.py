@@ -19,6 +19,7 @@ from duly.auth.roles import Role
 from duly.auth.service import TokenService
 from duly.clock import Clock, ManualClock
 from duly.config import AuditSettings, Settings
+from duly.engine.store.base import NewRun
 from duly.engine.store.sql import SqlStore
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -213,3 +214,30 @@ async def test_an_api_change_is_recorded_as_the_token_in_its_request(
     )
     assert event["request_id"] == "req-pause-1"
     assert (event["object_type"], event["object_id"]) == ("schedule", "report.daily")
+
+
+async def test_a_run_s_events_include_the_batch_events_that_list_it(
+    http: httpx.AsyncClient, auth, store: SqlStore
+) -> None:
+    store.audit = record
+    (alone, _) = store.run_enqueue(
+        NewRun(job_name="duly.noop", scheduled_for=NOW, idempotency_key="alone"), NOW
+    )
+    ids = store.run_enqueue_many(
+        [
+            NewRun(job_name="duly.noop", scheduled_for=NOW, idempotency_key=f"k{i}")
+            for i in range(3)
+        ],
+        NOW,
+    )
+    headers = auth(Role.AUDITOR)
+
+    async def of_run(run_id: int) -> list[tuple[str, str | None, int | None]]:
+        items = await pages(http, headers, object_type="run", object_id=str(run_id))
+        return [(e["action"], e["object_id"], e["details"].get("count")) for e in items]
+
+    assert await of_run(alone.id) == [("run.fire", str(alone.id), None)]
+    for run_id in ids.values():
+        assert await of_run(run_id) == [("run.fire", None, 3)]
+    (batch,) = await pages(http, headers, object_type="run", object_id=str(ids["k1"]))
+    assert sorted(item["id"] for item in batch["details"]["runs"]) == sorted(ids.values())

@@ -4,7 +4,8 @@ The nodes claim and complete runs concurrently while this process triggers more,
 some (queued and running) and retries the cancelled ones. When everything has finished the
 chain is sealed: it must be gap-free (``seq`` 1..N), verify against the shared key, and hold
 every run state change recorded in ``runs`` and ``job_executions``: one ``run.fire`` per run,
-one ``run.claim`` per attempt (by the node that made it), and the run's terminal event last.
+one ``run.claim`` per attempt (by the node that made it), and the run's terminal event last
+(a batch event counting for each run it lists).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def _all_final(store: SqlStore) -> bool:
 
 
 def _run_events(store: SqlStore) -> dict[str, list[dict[str, Any]]]:
-    """Each run's events in chain order."""
+    """Each run's events in chain order; a batch event counts for each run it lists."""
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     with store.engine.connect() as conn:
         rows = conn.execute(
@@ -65,7 +66,15 @@ def _run_events(store: SqlStore) -> dict[str, list[dict[str, Any]]]:
             )
         ).all()
     for object_id, action, actor, details in rows:
-        out[object_id].append({"action": action, "actor": actor, **json.loads(details)})
+        fields = json.loads(details)
+        if object_id is not None:
+            out[object_id].append({"action": action, "actor": actor, **fields})
+            continue
+        shared = {k: v for k, v in fields.items() if k not in ("count", "runs")}
+        assert fields["count"] == len(fields["runs"]) > 1, fields
+        for item in fields["runs"]:
+            own = {k: v for k, v in item.items() if k != "id"}
+            out[str(item["id"])].append({"action": action, "actor": actor, **shared, **own})
     return out
 
 

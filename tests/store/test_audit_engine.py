@@ -2,7 +2,8 @@
 
 Every run state change (fired, claimed, succeeded, failed, retrying, cancelled, lease
 expired, handed back) and every schedule, alert and retention change records exactly its
-event; batch paths record one event per run in one insert; and a change without its event,
+event; a transaction changing several runs with the same action records one batch event
+listing them (one changing one run, that run's own event); and a change without its event,
 or an event without its change, cannot happen: the transaction is failed at each step (the
 recorder refuses, the database refuses the event, a statement after the event fails) and
 neither the change nor the event remains.
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, event, text
 
-from duly.audit import AuditLog, record
+from duly.audit import AuditFilter, AuditLog, record
 from duly.clock import ManualClock, SystemClock
 from duly.config import AuditSettings
 from duly.engine.auditing import AuditEntry
@@ -73,6 +74,25 @@ def events(store: SqlStore, *, since: int = 0) -> list[Event]:
 
 def actions(store: SqlStore, *, since: int = 0) -> list[tuple[str, str | None]]:
     return [(e.action, e.object_id) for e in events(store, since=since)]
+
+
+def per_run(got: Sequence[Event]) -> list[Event]:
+    """``got`` with each batch event expanded: one event per run it lists, as if recorded alone."""
+    out: list[Event] = []
+    for e in got:
+        if e.object_type != "run" or e.object_id is not None:
+            out.append(e)
+            continue
+        shared = {k: v for k, v in e.details.items() if k not in ("count", "runs")}
+        assert e.details["count"] == len(e.details["runs"]) > 1
+        for item in e.details["runs"]:
+            own = {k: v for k, v in item.items() if k != "id"}
+            out.append(Event(e.action, "run", str(item["id"]), {**shared, **own}))
+    return out
+
+
+def run_actions(store: SqlStore, *, since: int = 0) -> list[tuple[str, str | None]]:
+    return [(e.action, e.object_id) for e in per_run(events(store, since=since))]
 
 
 def seal_all(audit: AuditLog, seconds: float = 30.0) -> None:
@@ -178,7 +198,12 @@ def test_enqueue_many_records_the_new_runs_only(audited: SqlStore) -> None:
     audited.run_enqueue(new_run("a"), T0)
     ids = audited.run_enqueue_many([new_run(k) for k in ("a", "b", "c")], T0)
 
-    assert actions(audited, since=1) == [("run.fire", str(ids["b"])), ("run.fire", str(ids["c"]))]
+    # One batch event for the two new runs, their shared fields once.
+    assert events(audited, since=1) == [
+        Event("run.fire", "run", None,
+              {"job": "j", "scheduled_for": T0.isoformat(), "origin": "manual", "status": "queued",
+               "count": 2, "runs": [{"id": ids["b"]}, {"id": ids["c"]}]})
+    ]  # fmt: skip
 
 
 def test_each_fired_run_records_its_schedule(audited: SqlStore) -> None:
@@ -186,7 +211,8 @@ def test_each_fired_run_records_its_schedule(audited: SqlStore) -> None:
     before = len(events(audited))
     fired = audited.schedule_fire_due(T0 + timedelta(hours=2), 10, fires(0, 1, 2))
 
-    got = events(audited, since=before)
+    assert len(events(audited, since=before)) == 1
+    got = per_run(events(audited, since=before))
     assert [(e.action, e.object_id) for e in got] == [
         ("run.fire", str(run_id)) for run_id in fired[0].created_run_ids
     ]
@@ -217,10 +243,12 @@ def test_each_claimed_run_records_its_node_attempt_and_fence(
     ids = audited.run_enqueue_many([new_run(f"k{i}") for i in range(3)], T0)
     got = claim(audited, node="node-a", limits={"j": 10} if limited else None)
 
-    assert actions(audited, since=3) == [("run.claim", str(c.run.id)) for c in got]
+    (batch,) = events(audited, since=1)
+    assert (batch.action, batch.object_id, batch.details["count"]) == ("run.claim", None, 3)
+    assert (batch.details["node"], batch.details["attempt"]) == ("node-a", 1)  # shared: once
     assert len(got) == 3 and {c.run.id for c in got} == set(ids.values())
-    assert [e.details for e in events(audited, since=3)] == [
-        {"node": "node-a", "attempt": 1, "fence": c.run.fencing_token} for c in got
+    assert [(e.object_id, e.details) for e in per_run([batch])] == [
+        (str(c.run.id), {"node": "node-a", "attempt": 1, "fence": c.run.fencing_token}) for c in got
     ]
 
 
@@ -284,9 +312,14 @@ def test_a_batch_of_outcomes_records_one_event_per_run_held(
     assert ok == [False, True, True, True]
     action = {RunStatus.SUCCEEDED: "run.succeed", RunStatus.FAILED: "run.fail",
               RunStatus.RETRYING: "run.retry"}  # fmt: skip
+    # The two successes in one batch event, the other outcome its run's own.
     assert actions(audited, since=before) == [
-        (action[s], str(c.run.id)) for c, s in zip(held, statuses, strict=True)
+        ("run.succeed", None),
+        (action[statuses[1]], str(held[1].run.id)),
     ]
+    assert sorted(run_actions(audited, since=before)) == sorted(
+        (action[s], str(c.run.id)) for c, s in zip(held, statuses, strict=True)
+    )
 
 
 def test_a_batch_with_effects_records_every_outcome_or_none(audited: SqlStore) -> None:
@@ -299,7 +332,8 @@ def test_a_batch_with_effects_records_every_outcome_or_none(audited: SqlStore) -
         audited.run_complete_batch([outcome(c, RunStatus.SUCCEEDED) for c in got], effects)
         == [True] * 3
     )
-    assert actions(audited, since=before) == [("run.succeed", str(c.run.id)) for c in got]
+    assert actions(audited, since=before) == [("run.succeed", None)]
+    assert run_actions(audited, since=before) == [("run.succeed", str(c.run.id)) for c in got]
 
     audited.run_enqueue_many([new_run(f"m{i}") for i in range(2)], T0)
     lost, kept = claim(audited)
@@ -356,8 +390,9 @@ def test_an_expired_lease_records_what_the_reaper_decided(audited: SqlStore) -> 
         ),
     )
 
-    got = {e.object_id: e for e in events(audited, since=4)}
-    assert {e.action for e in got.values()} == {"run.lease_expire"}
+    (batch,) = events(audited, since=3)
+    assert (batch.action, batch.details["count"]) == ("run.lease_expire", 2)
+    got = {e.object_id: e for e in per_run([batch])}
     assert got[str(a.id)].details == {
         "attempt": 1,
         "node": "gone",
@@ -389,7 +424,8 @@ def test_cancel_previous_records_the_runs_it_cancels(audited: SqlStore) -> None:
     got = events(audited, since=before)
     (new_id,) = fired[0].created_run_ids
     assert got[0] == Event("run.fire", "run", str(new_id), got[0].details)
-    cancels = {e.object_id: e.details for e in got[1:]}
+    assert [(e.action, e.object_id) for e in got[1:]] == [("run.cancel", None)]
+    cancels = {e.object_id: e.details for e in per_run(got[1:])}
     assert all(e.action == "run.cancel" for e in got[1:]) and len(cancels) == 2
     assert cancels[str(running.run.id)] == {"error_code": "OVERLAP", "requested": True}
     assert {"error_code": "OVERLAP"} in cancels.values()
@@ -488,7 +524,7 @@ def test_pruning_records_what_it_removed_per_batch(audited: SqlStore) -> None:
     ]  # fmt: skip
 
 
-# -- batches: one recorder call, one insert -----------------------------------------------
+# -- batches: one event, one insert ------------------------------------------------------
 
 
 class Counting:
@@ -516,7 +552,7 @@ def audit_inserts(store: SqlStore) -> Iterator[list[bool]]:
     event.remove(store.engine, "before_cursor_execute", seen)
 
 
-def test_batches_record_their_runs_in_one_call_and_one_statement(
+def test_batches_record_their_runs_in_one_event_and_one_statement(
     store: SqlStore, audit_inserts: list[bool]
 ) -> None:
     counting = Counting()
@@ -530,8 +566,41 @@ def test_batches_record_their_runs_in_one_call_and_one_statement(
     got = claim(store, T0 + timedelta(hours=3), limit=12)
     store.run_complete_many([outcome(c, RunStatus.SUCCEEDED) for c in got])
 
-    assert counting.calls == [12, 12, 12]
+    # Each transaction's 12 runs, one action: one entry, one insert.
+    assert counting.calls == [1, 1, 1]
     assert audit_inserts == [False, False, False]
+    assert [e.details["count"] for e in events(store)[-3:]] == [12, 12, 12]
+
+
+def test_listing_a_run_finds_the_batch_events_that_list_it(
+    audited: SqlStore, audit: AuditLog
+) -> None:
+    # Ids 1-11 fired in a batch, 12 alone, 13-130 in a batch (with 112, 120-129: 12 and
+    # more digits); all claimed in one batch; then reaped, items with a key after "id".
+    audited.run_enqueue_many([new_run(f"a{i}") for i in range(1, 12)], T0)
+    (twelve, _) = audited.run_enqueue(new_run("a12"), T0)
+    audited.run_enqueue_many([new_run(f"a{i}") for i in range(13, 131)], T0)
+    assert len(claim(audited, limit=200)) == 130
+    audited.run_reap_expired(
+        T0 + timedelta(minutes=1),
+        200,
+        lambda r: (RunStatus.FAILED, T0) if r.id % 2 else (RunStatus.RETRYING, T0),
+    )
+    reaped = events(audited)[-1]
+    assert '"id":12,' in json.dumps(reaped.details, sort_keys=True, separators=(",", ":"))
+
+    def listed(run_id: str, object_type: str | None = "run") -> list[tuple[str, str | None]]:
+        flt = AuditFilter(object_type=object_type, object_id=run_id, limit=500)
+        return [(e.record.action, e.record.object_id) for e in audit.list(flt)]
+
+    batches = [("run.lease_expire", None), ("run.claim", None)]
+    assert twelve.id == 12
+    assert listed("12") == [*batches, ("run.fire", "12")]
+    assert listed("1") == [*batches, ("run.fire", None)]
+    assert listed("123") == listed("13") == listed("130") == [*batches, ("run.fire", None)]
+    assert listed("131") == listed("012") == listed("1%") == []
+    assert listed("12", object_type="schedule") == []
+    assert listed("12", object_type=None) == [("run.fire", "12")]  # batches need the type
 
 
 # -- atomicity: a change and its event commit together or not at all ---------------------
@@ -783,4 +852,6 @@ def test_the_engine_s_events_form_a_chain_that_verifies(audited: SqlStore, audit
     with audited.engine.connect() as conn:
         seqs = conn.execute(text("SELECT seq FROM audit_events ORDER BY seq")).scalars().all()
     assert seqs == list(range(1, len(seqs) + 1))
-    assert len(seqs) == 1 + 24 + 30 + 30
+    # The schedule, its fire of 4, the 20 enqueued, 3 claims, 3 completions of two outcomes.
+    assert len(seqs) == 1 + 1 + 1 + 3 + 3 * 2
+    assert len(per_run(events(audited))) == 1 + 4 + 20 + 30 + 30

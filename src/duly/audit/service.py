@@ -23,6 +23,7 @@ from sqlalchemy import (
     case,
     func,
     literal,
+    or_,
     select,
     type_coerce,
 )
@@ -89,6 +90,34 @@ class AuditStatus:
     head: ChainHead
     unsealed: int
     last_checkpoint: Checkpoint | None
+
+
+def _of_object(object_type: str | None, object_id: str) -> ColumnElement[bool]:
+    """Events on ``object_id``: its own, and (given its type) the batches that list it."""
+    own = audit_events.c.object_id == object_id
+    if object_type is None or not _is_count(object_id):
+        return own
+    return or_(own, _in_batch(int(object_id)))
+
+
+def _is_count(text: str) -> bool:
+    """``text`` is a number as JSON prints it: digits, no leading zero (``17``, not ``017``)."""
+    return text.isascii() and text.isdigit() and str(int(text)) == text
+
+
+def _in_batch(object_id: int) -> ColumnElement[bool]:
+    """Batch events (no ``object_id``) whose details list ``object_id`` as an item's ``id``.
+
+    Details are canonical JSON (sorted keys, no spaces), and in a batch each run's item is
+    ``{..., "id":<n>, ...}``: the text ``"id":<n>`` followed by ``,`` or ``}`` is exactly a
+    key ``id`` whose value is the number ``<n>``, not ``<n>0`` or ``<n>5`` (``"id":12`` does
+    not match ``"id":123``), nor a string value (a quote inside a string is escaped). Only
+    batch items have an ``id`` key in a run batch's details; the text is searched, so the
+    batches of the type are scanned (the ``object_type`` index narrows them).
+    """
+    e = audit_events.c
+    key = f'%"id":{object_id}'
+    return and_(e.object_id.is_(None), or_(e.details.like(key + ",%"), e.details.like(key + "}%")))
 
 
 class AuditLog:
@@ -173,17 +202,23 @@ class AuditLog:
             return AuditStatus(_head(conn), unsealed_count(conn), last_checkpoint(conn))
 
     def list(self, flt: AuditFilter) -> list[AuditEvent]:
-        """Events matching ``flt``, newest first."""
+        """Events matching ``flt``, newest first.
+
+        With ``object_type`` and a numeric ``object_id`` (a run), the batch events listing
+        that object are found too: events of that type with no ``object_id`` whose details
+        hold an item ``"id":<n>`` (see :func:`_in_batch`).
+        """
         e = audit_events.c
         stmt = select(audit_events).order_by(e.id.desc()).limit(flt.limit)
         for column, value in (
             (e.actor, flt.actor),
             (e.action, flt.action),
             (e.object_type, flt.object_type),
-            (e.object_id, flt.object_id),
         ):
             if value is not None:
                 stmt = stmt.where(column == value)
+        if flt.object_id is not None:
+            stmt = stmt.where(_of_object(flt.object_type, flt.object_id))
         if flt.since is not None:
             stmt = stmt.where(e.at >= flt.since)
         if flt.until is not None:

@@ -4,11 +4,18 @@ Details stay small and free of customer data: a run's or schedule's arguments ma
 account numbers or names, so at most their keys are recorded. Fields whose value is
 ``None`` are left out. The entries are handed to :meth:`SqlBase._audit` on the connection
 of the change, before it commits.
+
+**Batches.** A transaction that changes several runs with the same action (a claim of 64
+runs, a batch of completions, the runs a fire created) records one event for them, not one
+per run: :func:`batched` folds the entries into ``object_id=None`` and details
+``{"count": n, "runs": [{"id": 17, ...}, ...], <shared>...}``, where each run's item keeps
+its own fields and the fields equal for every run (the node, an attempt of 1) are given
+once at the top level. A transaction changing one run keeps that run's own entry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from datetime import datetime
 from typing import Any
@@ -20,6 +27,7 @@ from duly.engine.store.base import CompleteParams, NewSchedule, RunRow, Schedule
 __all__ = [
     "COMPLETION_ACTIONS",
     "DECLARED_SOURCES",
+    "batched",
     "before_after",
     "run_cancelled",
     "run_claimed",
@@ -132,6 +140,57 @@ def run_cancelled(
 ) -> AuditEntry:
     """``run.cancel``: cancelled now, or (``requested``) a stop asked of the node running it."""
     return run_entry("run.cancel", run_id, error_code=error_code, requested=requested or None)
+
+
+def batched(entries: Sequence[AuditEntry]) -> list[AuditEntry]:
+    """``entries`` with the run entries of each action folded into one, if there are several.
+
+    A folded entry takes the place of its action's first run entry; other entries (a
+    schedule's, an action with one run) stay as they are, in their order.
+    """
+    by_action: dict[str, list[AuditEntry]] = {}
+    for entry in entries:
+        if entry.object_type == "run" and entry.object_id is not None:
+            by_action.setdefault(entry.action, []).append(entry)
+    if all(len(group) < 2 for group in by_action.values()):
+        return list(entries)
+    out: list[AuditEntry] = []
+    folded: set[str] = set()
+    for entry in entries:
+        group = by_action.get(entry.action) if entry.object_type == "run" else None
+        if group is None or len(group) < 2 or entry.object_id is None:
+            out.append(entry)
+        elif entry.action not in folded:
+            folded.add(entry.action)
+            out.append(_run_batch(entry.action, group))
+    return out
+
+
+def _run_batch(action: str, group: Sequence[AuditEntry]) -> AuditEntry:
+    """One entry for ``group``: its shared fields at the top, each run's own in ``runs``."""
+    first = group[0].details
+    shared = {
+        key: value
+        for key, value in first.items()
+        if key not in _BATCH_KEYS and all(_same(e.details, key, value) for e in group[1:])
+    }
+    items = [
+        {"id": e.object_id, **{k: v for k, v in e.details.items() if k not in shared}}
+        for e in group
+    ]
+    return AuditEntry(action, "run", None, {**shared, "count": len(group), "runs": items})
+
+
+#: Keys of a batch's own: never taken for a shared field of its runs.
+_BATCH_KEYS = frozenset({"id", "count", "runs"})
+
+
+def _same(details: Mapping[str, Any], key: str, value: Any) -> bool:
+    # Exact types: True and 1 are equal but print apart.
+    if key not in details:
+        return False
+    other = details[key]
+    return type(other) is type(value) and other == value
 
 
 def schedule_fields(row: ScheduleRow) -> dict[str, Any]:

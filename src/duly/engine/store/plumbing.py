@@ -14,6 +14,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from duly.engine.auditing import AuditEntry, AuditRecorder
 from duly.engine.store.connect import create_db_engine
+from duly.engine.store.events import batched
 from duly.engine.store.schema import runs
 
 
@@ -101,9 +102,13 @@ class SqlBase:
                 yield conn
 
     def _audit(self, conn: Connection, entries: Sequence[AuditEntry], at: datetime) -> None:
-        """Record ``entries`` in ``conn``'s transaction, if an audit recorder is plugged in."""
+        """Record ``entries`` in ``conn``'s transaction, if an audit recorder is plugged in.
+
+        Several runs changed with the same action become one event (see
+        :func:`~duly.engine.store.events.batched`).
+        """
         if self.audit is not None and entries:
-            self.audit(conn, entries, at)
+            self.audit(conn, batched(entries), at)
 
     def _insert(self, table: Any) -> Any:
         return pg_insert(table) if self.is_postgres else sqlite_insert(table)
