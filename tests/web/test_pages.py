@@ -7,6 +7,7 @@ and a finished balance check, written as the jobs write them.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -253,7 +254,8 @@ async def test_audit_shows_the_chain_and_verifies(ui: httpx.AsyncClient, auth, b
     text = text_of(await page(ui, "/audit"))
     assert "Sealed up to sequence" in text and "Verify the chain" in text
     verified = text_of(await page(ui, "/audit", verify="1"))
-    assert "Verified" in verified and "the chain is intact up to sequence 0" in verified
+    assert "Verified" in verified
+    assert re.search(r"the chain is intact up to sequence [0-9]+", verified)
 
 
 async def test_an_auditor_sees_no_action_and_is_refused_when_posting(
