@@ -38,7 +38,6 @@ import contextlib
 import itertools
 import multiprocessing
 import os
-import platform
 import random
 import re
 import signal
@@ -53,9 +52,9 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import benchdb
 import httpx
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 import duly
 from duly.auth.roles import Role
@@ -64,7 +63,6 @@ from duly.banking.customers import Customers, NewAccount, NewCustomer
 from duly.banking.ledger import LedgerBank
 from duly.clock import SystemClock
 from duly.config import Settings
-from duly.db import upgrade
 from duly.engine.client import EngineClient
 from duly.engine.store.sql import SqlStore, create_db_engine
 from duly.logs import configure_logging
@@ -90,46 +88,6 @@ MIX = [
     ("trigger duly.noop", 10, "POST", "/api/v1/jobs/{name}/runs"),
     ("list errors", 20, "GET", "/api/v1/errors"),
 ]
-
-
-def machine(pg_url: str) -> str:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    admin = create_engine(pg_url)
-    with admin.connect() as conn:
-        version = str(conn.execute(text("SHOW server_version")).scalar_one())
-    admin.dispose()
-    return (f"{platform.node()} · {platform.system()} {platform.machine()} · {os.cpu_count()} CPUs "
-            f"({model}) · Python {platform.python_version()} · PostgreSQL {version}")  # fmt: skip
-
-
-# -- the database ----------------------------------------------------------------------
-
-
-def fresh_database(pg_url: str) -> str:
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{DATABASE}"'))
-    admin.dispose()
-    url = make_url(pg_url).set(database=DATABASE).render_as_string(hide_password=False)
-    engine = create_db_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    return url
-
-
-def drop_database(pg_url: str) -> None:
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @dataclass
@@ -416,10 +374,10 @@ def main() -> None:
         "DULY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     args = parser.parse_args()
     configure_logging("warning", "console")
-    print(f"API benchmark · {machine(args.pg)}")
+    print(f"API benchmark · {benchdb.machine(args.pg)}")
     print(f"duly {__version__} from {Path(duly.__file__).parent}; load average at the start "
           f"{os.getloadavg()[0]:.1f}")  # fmt: skip
-    url = fresh_database(args.pg)
+    url = benchdb.fresh_database(args.pg, DATABASE)
     print(f"seeding {DATABASE}:", flush=True)
     seeded = seed(url, args.runs, args.transfers)
     server: Server | None = None
@@ -474,7 +432,7 @@ def main() -> None:
             code = server.stop()
             print(f"\nduly serve stopped by SIGTERM: exit code {code}")
         if not args.keep:
-            drop_database(args.pg)
+            benchdb.drop_database(args.pg, DATABASE)
 
 
 if __name__ == "__main__":

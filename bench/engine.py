@@ -29,10 +29,7 @@ import argparse
 import asyncio
 import json
 import os
-import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,13 +38,13 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+import benchdb
+import crossproc
+from sqlalchemy import text
 
 import duly
 from duly.audit import AuditLog, record
 from duly.audit.sealer import AuditSealer
-from duly.audit.signing import generate_key_pair
 from duly.clock import SystemClock
 from duly.config import AuditSettings
 from duly.db import upgrade
@@ -65,9 +62,6 @@ CLOCK = SystemClock()
 SRC = Path(duly.__file__).resolve().parents[1]
 
 
-def machine() -> str:
-    return (f"{platform.node()} · {platform.system()} {platform.machine()} · "
-            f"{os.cpu_count()} CPUs · Python {platform.python_version()}")
 
 
 class Database:
@@ -84,11 +78,7 @@ class Database:
             url = f"sqlite:///{Path(self.tmp.name) / f'{uuid.uuid4().hex}.db'}"
         else:
             self.name = f"duly_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(self.pg_url, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{self.name}"'))
-            admin.dispose()
-            url = make_url(self.pg_url).set(database=self.name).render_as_string(hide_password=False)
+            url = benchdb.fresh_database(self.pg_url, self.name, migrate=False)
         self.url = url
         engine = create_db_engine(url, pool_size=20)
         upgrade(engine)
@@ -97,10 +87,7 @@ class Database:
     def drop(self, store: SqlStore) -> None:
         store.dispose()
         if self.kind == "postgres":
-            admin = create_engine(self.pg_url, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-            admin.dispose()
+            benchdb.drop_database(self.pg_url, self.name)
 
 
 def bench_enqueue(store: SqlStore, n: int) -> float:
@@ -236,36 +223,24 @@ def first_start_to_last_finish(store: SqlStore) -> float:
     return (instant(last) - instant(first)).total_seconds()
 
 
+#: The settings of the in-process drains, also given to ``duly worker`` by ``run3``.
+TUNED = {"DULY_ENGINE__WORKER_CONCURRENCY": "32", "DULY_ENGINE__CLAIM_BATCH": "64",
+         "DULY_ENGINE__MAX_IDLE_SECONDS": "0.2"}  # fmt: skip
+
+
 def drain_processes(
-    store: SqlStore, url: str, n: int, processes: int, audited: bool = True
+    store: SqlStore, url: str, n: int, processes: int, audited: bool = True,
+    tuned: bool = True,
 ) -> float:
     """Runs per second for ``processes`` ``duly worker`` processes draining ``n`` queued runs,
-    from the first run's start to the last one's finish (``audited``: run events recorded)."""
+    from the first run's start to the last one's finish (``audited``: run events recorded;
+    ``tuned``: the settings of :data:`TUNED`, else duly's defaults)."""
     store.audit = record if audited else None
     queue_noops(store, n, CLOCK.now())
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DULY_")}
-    # The processes run this checkout's code, whatever directory they start in.
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
-    env.update(DULY_DATABASE_URL=url, DULY_LOGGING__LEVEL="warning",
-               DULY_ENGINE__WORKER_CONCURRENCY="32", DULY_ENGINE__CLAIM_BATCH="64",
-               DULY_ENGINE__MAX_IDLE_SECONDS="0.2",
-               DULY_AUDIT__RUN_EVENTS="true" if audited else "false")
-    with tempfile.TemporaryDirectory() as cwd:
-        generate_key_pair(Path(cwd) / "duly-audit-key.pem")  # one key for all the processes
-        procs = [subprocess.Popen([sys.executable, "-m", "duly", "worker", "--no-scheduler"],
-                                  env={**env, "DULY_NODE_NAME": f"w{i}"}, cwd=cwd,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for i in range(processes)]
-        try:
-            while count_succeeded(store) < n:
-                if any(p.poll() is not None for p in procs):
-                    raise RuntimeError("a worker process died")
-                CLOCK.sleep_blocking(0.05)
-        finally:
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in procs:
-                p.wait(timeout=60)
+    settings = {**(TUNED if tuned else {}),
+                "DULY_AUDIT__RUN_EVENTS": "true" if audited else "false"}  # fmt: skip
+    with crossproc.workers(url, processes, settings):
+        crossproc.wait_for(store, "SELECT count(*) FROM runs WHERE status = 'succeeded'", n)
     return n / first_start_to_last_finish(store)
 
 
@@ -319,6 +294,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=50_000)
     parser.add_argument("--enqueue", type=int, default=5_000)
+    parser.add_argument("--batch", type=int, default=50_000,
+                        help="runs per trigger_many() call (xbatch)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rss-runs", type=int, default=200_000)
     parser.add_argument("--pg", default=os.environ.get(
@@ -327,13 +304,18 @@ def main() -> None:
     parser.add_argument("--only", default="enq,fire,run1,run3,lat",
                         help="measurements to take (comma-separated): enq, fire, run1, run3, lat; "
                              "audit (audit on/off, 1 process), audit3 (and 3 processes, "
-                             "PostgreSQL); RSS is taken when --rss-runs is not 0")
+                             "PostgreSQL); xenq, xbatch, xwake, xnow, xrun1, xrun3 (separate "
+                             "processes, default settings); RSS is taken when --rss-runs is "
+                             "not 0")
     args = parser.parse_args()
     only = set(args.only.split(","))
     configure_logging("warning", "json")
-    print(f"machine: {machine()}")
+    print(f"machine: {benchdb.machine()}")
     if only & {"audit", "audit3"}:
         audit_cost(args, "audit3" in only)
+        return
+    if only & set(CROSS):
+        cross_process(args, only & set(CROSS))
         return
     print(f"queued runs per drain: {args.runs:,}; enqueue/fire: {args.enqueue:,}; "
           f"medians of {args.repeats}\n")
@@ -375,6 +357,61 @@ def main() -> None:
               f"{rss[0]:.0f} → {rss[-1]:.0f} MiB (after each round: "
               f"{', '.join(f'{x:.0f}' for x in rss[1:])}) |")
         sys.stdout.flush()
+
+
+#: The cross-process measurements: separate client and ``duly worker`` processes, defaults.
+CROSS = {
+    "xenq": "enqueue/s, one by one",
+    "xbatch": "enqueue/s, one batch",
+    "xwake": "wake-up, due 250 ms after enqueue: p50 / p99 / max",
+    "xnow": "wake-up, due at enqueue: p50 / p99 / max",
+    "xrun1": "run/s, 1 worker process",
+    "xrun3": "run/s, 3 worker processes",
+}
+
+
+def cross_process(args: argparse.Namespace, only: set[str]) -> None:
+    """The figures of :data:`CROSS`, per store: medians of the repeats (see bench/crossproc.py)."""
+    print(f"separate processes, duly's default settings; enqueue: {args.enqueue:,} runs "
+          f"(batch: {args.batch:,}); drains: {args.runs:,} queued no-op runs; wake-up: "
+          f"200 runs over 20 s; medians of {args.repeats}\n")
+    wanted = [k for k in CROSS if k in only]
+    print("| store | " + " | ".join(CROSS[k] for k in wanted) + " |")
+    print("|---|" + "---:|" * len(wanted))
+    for kind in args.stores.split(","):
+        load = os.getloadavg()[0]
+        db = Database(kind, args.pg)
+        res: dict[str, list] = defaultdict(list)  # type: ignore[type-arg]
+        for _ in range(args.repeats):
+            for key in wanted:
+                store = db.create()
+                try:
+                    res[key].append(_cross_one(key, store, db.url, args))
+                finally:
+                    db.drop(store)
+        print(f"{kind} raw: {dict(res)}; load average {load:.2f} at start, "
+              f"{os.getloadavg()[0]:.2f} at end", file=sys.stderr)
+        cells = []
+        for key in wanted:
+            if key in ("xwake", "xnow"):
+                p50, p99, worst = (statistics.median(x[i] for x in res[key]) for i in range(3))
+                cells.append(f"{p50:.1f} / {p99:.1f} / {worst:.1f} ms")
+            else:
+                cells.append(f"{statistics.median(res[key]):,.0f}")
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+        sys.stdout.flush()
+
+
+def _cross_one(key: str, store: SqlStore, url: str, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    if key == "xenq":
+        return crossproc.enqueue_rate(url, args.enqueue, batch=False)
+    if key == "xbatch":
+        return crossproc.enqueue_rate(url, args.batch, batch=True)
+    if key in ("xwake", "xnow"):
+        return crossproc.wake_lateness(store, url, lead=0.25 if key == "xwake" else 0.0)
+    processes = 1 if key == "xrun1" else 3
+    n = args.runs if processes == 1 or store.is_postgres else max(args.runs // 10, 1000)
+    return drain_processes(store, url, n, processes, tuned=False)
 
 
 def audit_cost(args: argparse.Namespace, processes: bool) -> None:

@@ -31,14 +31,13 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import platform
 import random
 import resource
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
+import benchdb
 import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -48,7 +47,6 @@ from duly.auth.roles import Role
 from duly.auth.service import TokenService
 from duly.clock import SystemClock
 from duly.config import Settings
-from duly.db import upgrade
 from duly.engine.store.sql import SqlStore, create_db_engine
 from duly.logs import configure_logging
 from duly.runtime import job_registry
@@ -58,43 +56,6 @@ CLOCK = SystemClock()
 BIG, SMALL = 1, 2
 
 # -- the machine and the database ------------------------------------------------------------
-
-
-def machine(pg_url: str) -> str:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    admin = create_engine(pg_url)
-    with admin.connect() as conn:
-        version = str(conn.execute(text("SHOW server_version")).scalar_one())
-    admin.dispose()
-    return (f"{platform.node()} · {platform.system()} {platform.machine()} · {os.cpu_count()} CPUs "
-            f"({model}) · Python {platform.python_version()} · PostgreSQL {version}")  # fmt: skip
-
-
-def fresh_database(pg_url: str) -> str:
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{DATABASE}"'))
-    admin.dispose()
-    url = make_url(pg_url).set(database=DATABASE).render_as_string(hide_password=False)
-    engine = create_db_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    return url
-
-
-def drop_database(pg_url: str) -> None:
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
-    admin.dispose()
 
 
 # -- seeding ---------------------------------------------------------------------------------
@@ -364,12 +325,12 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="measure an existing, seeded database")
     args = parser.parse_args()
     configure_logging("warning", "console")
-    print(f"history benchmark · {machine(args.pg)}")
+    print(f"history benchmark · {benchdb.machine(args.pg)}")
     print(f"load average at the start {os.getloadavg()[0]:.1f}", flush=True)
     if args.reuse:
         url = make_url(args.pg).set(database=DATABASE).render_as_string(hide_password=False)
     else:
-        url = fresh_database(args.pg)
+        url = benchdb.fresh_database(args.pg, DATABASE)
         print(f"seeding {DATABASE}:", flush=True)
         started = time.perf_counter()
         seed(url, args.scale)
@@ -380,7 +341,7 @@ def main() -> None:
         exports(url)
     finally:
         if not args.keep:
-            drop_database(args.pg)
+            benchdb.drop_database(args.pg, DATABASE)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 

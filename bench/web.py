@@ -24,25 +24,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import re
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
+import benchdb
 import httpx
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from duly.api.app import create_app
 from duly.auth.roles import Role
 from duly.auth.service import TokenService
 from duly.clock import SystemClock
 from duly.config import Settings
-from duly.db import upgrade
 from duly.engine.client import EngineClient
 from duly.engine.store.base import NewSchedule
-from duly.engine.store.sql import SqlStore, create_db_engine
+from duly.engine.store.sql import SqlStore
 from duly.operations import operations_registry
 from duly.operations.demo import seed_demo_bank
 from duly.runtime import job_registry
@@ -52,40 +49,6 @@ DATABASE = "duly_bench_web"
 CLOCK = SystemClock()
 CHUNK = 200_000
 TARGET_MS = 200.0
-
-
-def machine(pg_url: str) -> str:
-    model = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    admin = create_engine(pg_url)
-    with admin.connect() as conn:
-        version = str(conn.execute(text("SHOW server_version")).scalar_one())
-    admin.dispose()
-    return (f"{platform.node()} · {os.cpu_count()} CPUs ({model}) · Python "
-            f"{platform.python_version()} · PostgreSQL {version}")  # fmt: skip
-
-
-def fresh_database(pg_url: str) -> str:
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{DATABASE}"'))
-    admin.dispose()
-    url = make_url(pg_url).set(database=DATABASE).render_as_string(hide_password=False)
-    engine = create_db_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    return url
-
-
-def drop_database(pg_url: str) -> None:
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
-    admin.dispose()
 
 
 _RUNS = text("""
@@ -232,14 +195,14 @@ def main() -> None:
         "DULY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
-    print(f"bench/web.py · {machine(args.pg)}")
-    url = fresh_database(args.pg)
+    print(f"bench/web.py · {benchdb.machine(args.pg)}")
+    url = benchdb.fresh_database(args.pg, DATABASE)
     try:
         seed(url, args.runs)
         rows = asyncio.run(time_pages(url, args.repeat))
     finally:
         if not args.keep:
-            drop_database(args.pg)
+            benchdb.drop_database(args.pg, DATABASE)
     print(
         f"\n  {'page':<24} {'median':>9} {'p95':>9} {'max':>9}   (server time, ms; target ≤ {TARGET_MS:.0f})"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import fields
 from datetime import datetime
 from typing import Any
@@ -53,22 +54,55 @@ class EngineClient:
 
         :raises UnknownJob: if no such job is registered.
         """
-        job = self.registry.get(job_name)
         now = self.clock.now()
-        key = idempotency_key or f"manual:{uuid.uuid4()}"
-        return self.store.run_enqueue(
-            NewRun(
-                job_name=job.name,
-                scheduled_for=scheduled_for or now,
-                idempotency_key=key,
-                args=args or {},
-                queue=job.queue,
-                priority=job.priority,
-                max_attempts=job.retry.max_attempts,
-                window_seconds=job.window.total_seconds() if job.window else None,
-                origin=origin,
-            ),
-            now,
+        new = self._new_run(job_name, args, idempotency_key, scheduled_for or now, origin)
+        return self.store.run_enqueue(new, now)
+
+    def trigger_many(
+        self,
+        job_name: str,
+        args: Sequence[dict[str, Any]],
+        *,
+        idempotency_keys: Sequence[str] | None = None,
+        scheduled_for: datetime | None = None,
+        origin: str = "manual",
+    ) -> list[int]:
+        """Enqueue one run of ``job_name`` per element of ``args``, all in one transaction.
+
+        ``idempotency_keys`` (one per run) make a repeated call give the same runs. Returns
+        the run ids, in the order of ``args``.
+
+        :raises UnknownJob: if no such job is registered.
+        :raises ValueError: the keys are not one per run, or repeat.
+        """
+        keys = list(idempotency_keys or [f"manual:{uuid.uuid4()}" for _ in args])
+        if len(keys) != len(args) or len(set(keys)) != len(keys):
+            raise ValueError("idempotency_keys: one distinct key per run")
+        now = self.clock.now()
+        at = scheduled_for or now
+        news = [self._new_run(job_name, a, k, at, origin) for a, k in zip(args, keys, strict=True)]
+        ids = self.store.run_enqueue_many(news, now)
+        return [ids[k] for k in keys]
+
+    def _new_run(
+        self,
+        job_name: str,
+        args: dict[str, Any] | None,
+        key: str | None,
+        scheduled_for: datetime,
+        origin: str,
+    ) -> NewRun:
+        job = self.registry.get(job_name)
+        return NewRun(
+            job_name=job.name,
+            scheduled_for=scheduled_for,
+            idempotency_key=key or f"manual:{uuid.uuid4()}",
+            args=args or {},
+            queue=job.queue,
+            priority=job.priority,
+            max_attempts=job.retry.max_attempts,
+            window_seconds=job.window.total_seconds() if job.window else None,
+            origin=origin,
         )
 
     def upsert_schedule(self, new: NewSchedule) -> ScheduleRow:

@@ -241,6 +241,17 @@ class ClaimParams:
     job_limits: dict[str, int] = field(default_factory=dict)
     #: jobs this worker can run; ``None`` means any.
     job_names: frozenset[str] | None = None
+    #: Jobs that take no slot of their own (inline jobs, executed one after the other on
+    #: the worker's loop): of the ``limit`` runs, those of other jobs are at most
+    #: :attr:`slot_limit`.
+    inline_jobs: frozenset[str] = frozenset()
+    #: Most runs of jobs not in :attr:`inline_jobs` to take; ``None``: ``limit``.
+    slot_limit: int | None = None
+
+    @property
+    def slots(self) -> int:
+        """Most runs of slot-taking jobs to take."""
+        return self.limit if self.slot_limit is None else min(self.slot_limit, self.limit)
 
 
 @dataclass(frozen=True, slots=True)

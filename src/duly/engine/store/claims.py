@@ -58,13 +58,19 @@ _PG_TAKE_LEASES = (
 
 
 # PostgreSQL, the common case in one autocommit statement (one round trip): the first
-# ``limit`` claimable runs, taken only if none of them is of a limited job or has a serial
-# key (``ok``); otherwise nothing is taken and the claim goes the general way
-# (SqlStore._claim_candidates and _filter_by_limits, under advisory locks). One row is
-# always returned: ``ok`` and the run's columns (NULL when nothing was claimable). One
-# queue: the claim index then yields the runs in claim order (``queue = ANY(…)`` sorted
-# every claimable run).
+# ``limit`` claimable runs (``pool``), of which runs of slot-taking jobs only up to
+# ``slots`` in claim order (``cand``: runs of inline jobs share one slot), taken only if none
+# of them is of a limited job or has a serial key (``ok``); otherwise nothing is taken and
+# the claim goes the general way (SqlStore._claim_candidates and _filter_by_limits, under
+# advisory locks). One row is always returned: ``ok`` and the run's columns (NULL when
+# nothing was claimable). One queue: the claim index then yields the runs in claim order
+# (``queue = ANY(…)`` sorted every claimable run). Rows of ``pool`` not in ``cand`` are
+# free again when the statement (or its transaction) ends.
 _PG_CLAIM_TAKE = (
+    " cand AS (SELECT id, job_name, serial_key FROM (SELECT id, job_name, serial_key,"
+    " count(*) FILTER (WHERE NOT job_name = ANY(CAST(:inline AS text[])))"
+    " OVER (ORDER BY priority DESC, not_before, id) AS slots FROM pool) AS p"
+    " WHERE job_name = ANY(CAST(:inline AS text[])) OR slots <= :slots),"
     " free AS (SELECT NOT EXISTS (SELECT 1 FROM cand WHERE serial_key IS NOT NULL"
     " OR job_name = ANY(CAST(:limited AS text[]))) AS ok),"
     " taken AS (UPDATE runs SET status = 'running', attempt = attempt + 1,"
@@ -81,7 +87,7 @@ _PG_CLAIM_TAKE = (
 
 
 _PG_CLAIM_FAST = (
-    "WITH cand AS (SELECT id, job_name, serial_key FROM runs"
+    "WITH pool AS (SELECT id, job_name, serial_key, priority, not_before FROM runs"
     " WHERE runs.status IN ('queued', 'retrying') AND queue = :queue AND not_before <= :now"
     " ORDER BY priority DESC, not_before, id LIMIT :limit FOR UPDATE SKIP LOCKED)," + _PG_CLAIM_TAKE
 )
@@ -95,7 +101,7 @@ _PG_CLAIM_FAST = (
 # reads at most ``limit`` rows each, whatever the statistics. Rows locked by a job's range
 # but not taken are free again when the statement ends.
 _PG_CLAIM_FAST_JOBS = (
-    "WITH cand AS (SELECT c.id, c.job_name, c.serial_key"
+    "WITH pool AS (SELECT c.id, c.job_name, c.serial_key, c.priority, c.not_before"
     " FROM unnest(CAST(:jobs AS text[])) AS j(name) CROSS JOIN LATERAL"
     " (SELECT id, job_name, serial_key, priority, not_before FROM runs"
     " WHERE runs.status IN ('queued', 'retrying') AND queue = :queue AND job_name = j.name"
@@ -168,7 +174,9 @@ class ClaimQueries(SqlBase):
             # jobs, so each job with free capacity makes progress however long the queue in
             # front of it. Leases are taken per window, so later limit checks count them.
             for _ in range(CLAIM_WINDOWS):
-                want = replace(params, limit=params.limit - len(claimed))
+                want = self._still_wanted(params, claimed)
+                if want is None:
+                    break
                 candidates = self._claim_candidates(conn, want, held)
                 if not candidates:
                     break
@@ -182,6 +190,20 @@ class ClaimQueries(SqlBase):
             self._audit(conn, [run_claimed(c.run) for c in claimed], params.now)
             return claimed
 
+    @staticmethod
+    def _still_wanted(params: ClaimParams, claimed: list[ClaimedRun]) -> ClaimParams | None:
+        """What is left to claim after ``claimed``; ``None`` if nothing.
+
+        Once the slots are taken, only runs of inline jobs are looked for.
+        """
+        slots = params.slots - sum(c.run.job_name not in params.inline_jobs for c in claimed)
+        want = replace(params, limit=params.limit - len(claimed), slot_limit=max(slots, 0))
+        if slots > 0:
+            return want
+        names = params.inline_jobs if params.job_names is None else (
+            params.job_names & params.inline_jobs)
+        return replace(want, job_names=names) if names else None
+
     def _claim_fast(self, params: ClaimParams) -> list[ClaimedRun] | None:
         """PostgreSQL: claim in one statement; ``None`` if a limit or serial key is involved."""
         with self._one_statement() as conn:
@@ -189,6 +211,8 @@ class ClaimQueries(SqlBase):
                 "queue": params.queues[0],
                 "now": params.now,
                 "limit": params.limit,
+                "slots": params.slots,
+                "inline": sorted(params.inline_jobs),
                 "limited": sorted(params.job_limits),
                 "node": params.node,
                 "expires": params.now + timedelta(seconds=params.lease_seconds),
@@ -289,9 +313,13 @@ class ClaimQueries(SqlBase):
             ).all()
             first_of_key = {k: aware(t) for k, t in waiting}
         chosen: list[int] = []
+        slots = params.slots
         for cand in candidates:
             if len(chosen) >= params.limit:
                 break
+            takes_slot = cand.job_name not in params.inline_jobs
+            if takes_slot and slots <= 0:
+                continue
             limit = params.job_limits.get(cand.job_name)
             if limit is not None and running.get(cand.job_name, 0) >= limit:
                 continue
@@ -303,6 +331,7 @@ class ClaimQueries(SqlBase):
                 busy_serial.add(cand.serial_key)
             if cand.job_name in params.job_limits:
                 running[cand.job_name] = running.get(cand.job_name, 0) + 1
+            slots -= takes_slot
             chosen.append(cand.id)
         return chosen
 
