@@ -56,6 +56,8 @@ def claim(
     queues: tuple[str, ...] = ("default",),
     limits: dict[str, int] | None = None,
     jobs: set[str] | None = None,
+    inline: set[str] | None = None,
+    slots: int | None = None,
 ):
     return store.run_claim(
         ClaimParams(
@@ -66,6 +68,8 @@ def claim(
             lease_seconds=30,
             job_limits=limits or {},
             job_names=frozenset(jobs) if jobs is not None else None,
+            inline_jobs=frozenset(inline or ()),
+            slot_limit=slots,
         )
     )
 
@@ -155,6 +159,38 @@ def test_a_claim_of_some_jobs_keeps_the_claim_order_across_them(
     assert [c.run.idempotency_key for c in got] == ["a-high", "b-high", "a-early", "b-low", "a-late"]
     assert claim(store, jobs={"a", "b"}, limits=limits) == []
     assert [c.run.idempotency_key for c in claim(store, jobs={"c", "x"})] == ["c-first"]
+
+
+@pytest.mark.parametrize("limits", [None, {"slow": 50}], ids=["fast", "limited"])
+def test_runs_of_inline_jobs_fill_a_claim_past_the_free_slots(
+    store: SqlStore, limits: dict[str, int] | None
+) -> None:
+    for i in range(6):  # interleaved in claim order: slow-0, quick-0, slow-1, quick-1, …
+        store.run_enqueue(new_run(f"slow-{i}", job="slow", at=T0 - timedelta(seconds=12 - 2 * i)), T0)
+        store.run_enqueue(new_run(f"quick-{i}", job="quick", at=T0 - timedelta(seconds=11 - 2 * i)), T0)
+    got = claim(store, limit=8, slots=2, inline={"quick"}, limits=limits)
+    keys = [c.run.idempotency_key for c in got]
+    # in claim order, two slow runs at most; quick ones past them (how far one claim looks
+    # ahead differs: PostgreSQL's one-statement claim reads ``limit`` candidates)
+    assert keys[:4] == ["slow-0", "quick-0", "slow-1", "quick-1"]
+    quick = [k for k in keys if k.startswith("quick")]
+    assert len(keys) >= 6 and quick == [f"quick-{i}" for i in range(len(quick))]
+    # with no slot free, only inline runs are taken
+    more = claim(store, limit=8, slots=0, inline={"quick"}, node="n2")
+    assert all(c.run.job_name == "quick" for c in more)
+    assert len(quick) + len(more) == 6
+    rest = claim(store, limit=8, node="n3")
+    assert [c.run.idempotency_key for c in rest] == [f"slow-{i}" for i in range(2, 6)]
+
+
+def test_a_replayed_enqueue_returns_the_first_run(store: SqlStore) -> None:
+    woken: list[str] = []
+    store.subscribe(woken.append)
+    first, created = store.run_enqueue(new_run("once", at=T0 + timedelta(minutes=5)), T0)
+    again, created_again = store.run_enqueue(new_run("once"), T0)
+    assert (created, created_again) == (True, False) and woken[0] == "runs"
+    assert again == first and first.scheduled_for == T0 + timedelta(minutes=5)
+    assert first.args == {} and first.not_before == first.scheduled_for
 
 
 def test_a_claim_of_some_jobs_takes_at_most_its_limit_in_order(store: SqlStore) -> None:
@@ -660,3 +696,22 @@ def test_times_round_trip_as_aware_utc(store: SqlStore) -> None:
     run, _ = store.run_enqueue(new_run("t", at=odd), odd)
     got = store.run_get(run.id)
     assert got is not None and got.scheduled_for == odd and got.scheduled_for.tzinfo is not None
+
+
+# -- the client's batch trigger --------------------------------------------------------------
+
+
+def test_trigger_many_enqueues_in_order_once_per_key(store: SqlStore) -> None:
+    from duly.clock import ManualClock
+    from duly.engine.builtin import builtin_registry
+    from duly.engine.client import EngineClient
+
+    client = EngineClient(store, builtin_registry, ManualClock(T0))
+    keys = [f"many-{i}" for i in range(3)]
+    ids = client.trigger_many("duly.noop", [{"n": i} for i in range(3)], idempotency_keys=keys)
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert [store.run_get(i).args for i in ids] == [{"n": 0}, {"n": 1}, {"n": 2}]  # type: ignore[union-attr]
+    assert client.trigger_many("duly.noop", [{}] * 3, idempotency_keys=keys) == ids
+    with pytest.raises(ValueError, match="one distinct key per run"):
+        client.trigger_many("duly.noop", [{}, {}], idempotency_keys=["x", "x"])
+    assert len(store.run_list(RunFilter(limit=10))) == 3

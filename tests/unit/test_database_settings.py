@@ -193,7 +193,7 @@ def test_the_postgres_engine_carries_the_settings() -> None:
         assert "options" not in query  # sent as a connect argument: a URL cannot carry spaces
         assert engine.pool.timeout() == 10  # type: ignore[attr-defined]
         assert engine.pool._recycle == 600  # type: ignore[attr-defined]
-        assert engine.pool._pre_ping  # type: ignore[attr-defined]
+        assert not engine.pool._pre_ping  # type: ignore[attr-defined]  # idle ones only
     finally:
         engine.dispose()
 

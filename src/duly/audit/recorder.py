@@ -29,7 +29,15 @@ from duly.audit.schema import audit_events, audit_head
 from duly.engine.auditing import AuditEntry
 from duly.engine.store.dialect import insert_rows
 
-__all__ = ["AuditEntry", "details_text", "head_for_update", "record", "store_head", "to_record"]
+__all__ = [
+    "AuditEntry",
+    "details_text",
+    "head_for_update",
+    "insert_for_each",
+    "record",
+    "store_head",
+    "to_record",
+]
 
 
 def to_record(entry: AuditEntry, at: datetime, actor: Actor, request_id: str | None) -> EventRecord:
@@ -174,8 +182,7 @@ def _sqlite_instant(conn: Connection, at: datetime) -> Any:
     return process(at) if process is not None else at
 
 
-def record(conn: Connection, entries: Sequence[AuditEntry], at: datetime) -> None:
-    """Write ``entries`` as events at ``at`` by the current actor, in ``conn``'s transaction."""
+def _record(conn: Connection, entries: Sequence[AuditEntry], at: datetime) -> None:
     if not entries:
         return
     actor, request_id, instant = current_actor(), current_request_id(), format_instant(at)
@@ -184,3 +191,48 @@ def record(conn: Connection, entries: Sequence[AuditEntry], at: datetime) -> Non
         _insert_unsealed(conn, events, at)
         return
     store_head(conn, _insert_sealed(conn, events, at))
+
+
+_FOR_EACH_COLUMNS = ("at", "actor", "actor_name", "actor_role", "action", "object_type",
+                     "request_id", "details")  # fmt: skip
+
+
+def insert_for_each(source: str, entry: AuditEntry, at: datetime) -> tuple[str, dict[str, Any]]:
+    """PostgreSQL: ``INSERT … SELECT … FROM source`` writing ``entry`` once per row of ``source``.
+
+    ``source`` is a ``WITH`` query of the statement that makes the change (an ``INSERT …
+    RETURNING id``); each event's object id is its row's ``id``. Put in the same statement,
+    the change and its events commit together in one round trip. The events are unsealed
+    (the sealer numbers them), as :func:`record` writes them on PostgreSQL. Parameters are
+    named ``audit_…``.
+    """
+    event = _to_record(entry, format_instant(at), current_actor(), current_request_id())
+    values = {"at": at, "actor": event.actor, "actor_name": event.actor_name,
+              "actor_role": event.actor_role, "action": event.action,
+              "object_type": event.object_type, "request_id": event.request_id,
+              "details": event.details}  # fmt: skip
+    sql = (f"INSERT INTO audit_events ({', '.join(_FOR_EACH_COLUMNS)}, object_id) SELECT "
+           + ", ".join(f"CAST(:audit_{c} AS {_PG_TYPES[c]})" for c in _FOR_EACH_COLUMNS)
+           + f", CAST({source}.id AS text) FROM {source}")  # fmt: skip
+    return sql, {f"audit_{c}": v for c, v in values.items()}
+
+
+_PG_TYPES = {c: ("timestamptz" if c == "at" else "text") for c in _FOR_EACH_COLUMNS}
+
+
+class _Recorder:
+    """The recorder plugged into stores: :func:`record`, and :func:`insert_for_each`."""
+
+    def __call__(self, conn: Connection, entries: Sequence[AuditEntry], at: datetime) -> None:
+        _record(conn, entries, at)
+
+    def insert_for_each(
+        self, source: str, entry: AuditEntry, at: datetime
+    ) -> tuple[str, dict[str, Any]]:
+        return insert_for_each(source, entry, at)
+
+
+#: ``record(conn, entries, at)``: write ``entries`` as events at ``at`` by the current
+#: actor, in ``conn``'s transaction (the engine's
+#: :class:`~duly.engine.auditing.StatementAuditRecorder`).
+record = _Recorder()

@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import Connection
 
-__all__ = ["AuditEntry", "AuditRecorder"]
+__all__ = ["AuditEntry", "AuditRecorder", "StatementAuditRecorder"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +42,19 @@ class AuditRecorder(Protocol):
     def __call__(
         self, conn: Connection, entries: Sequence[AuditEntry], at: datetime
     ) -> None: ...
+
+
+@runtime_checkable
+class StatementAuditRecorder(AuditRecorder, Protocol):
+    """A recorder that can also put an entry in the statement making the change (PostgreSQL).
+
+    The hot path (a trigger) then writes a run and its event in one statement, one round
+    trip, instead of a transaction of several.
+    """
+
+    def insert_for_each(
+        self, source: str, entry: AuditEntry, at: datetime
+    ) -> tuple[str, dict[str, Any]]:
+        """``INSERT … SELECT … FROM source`` recording ``entry`` once per row of the ``WITH``
+        query ``source`` (object id: the row's ``id``), and its parameters."""
+        ...

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ from psycopg import errors as pg_errors
 from psycopg.abc import PQGen
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 
 __all__ = [
     "SQLITE_LOCK_TIMEOUT",
@@ -159,7 +161,8 @@ def create_db_engine(
     """An SQLAlchemy engine set up for duly.
 
     PostgreSQL: every connection bounded by ``options`` (see the module), checked before
-    use (``pool_pre_ping``) and replaced after ``pool_recycle`` s. SQLite: WAL, ``BEGIN
+    use when it sat idle in the pool (see :func:`_ping_when_idle`) and replaced after
+    ``pool_recycle`` s. SQLite: WAL, ``BEGIN
     IMMEDIATE`` and a busy timeout.
     """
     opts = options or ConnectOptions()
@@ -191,11 +194,11 @@ def create_db_engine(
         connect_args={"options": server_options} if server_options else {},
         pool_size=pool_size,
         max_overflow=pool_size * 2,
-        pool_pre_ping=True,
         pool_recycle=opts.pool_recycle,
         pool_timeout=opts.pool_timeout,
     )
     response_timeout = opts.response_timeout
+    _ping_when_idle(engine)
 
     @event.listens_for(engine, "do_connect")
     def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> BoundedConnection:
@@ -204,6 +207,38 @@ def create_db_engine(
         return conn
 
     return engine
+
+
+#: A pooled connection unused for this long is checked before it is handed out.
+IDLE_PING_SECONDS = 2.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection on checkout only if it sat idle ``IDLE_PING_SECONDS``.
+
+    ``pool_pre_ping`` checks every checkout: a round trip before each transaction, on the
+    hot path a third of a trigger's cost. A connection used moments ago was answering
+    then; one that sat in the pool (over a failover, a restart, a proxy's idle cut) is
+    checked and, if dead, replaced before anyone uses it. A connection lost in between
+    fails its statement, is dropped from the pool, and the caller's retry takes a new one.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn: Any, record: Any) -> None:
+        record.info["duly_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("duly_idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING_SECONDS:
+            return
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            if not dbapi_conn.autocommit:
+                dbapi_conn.rollback()
+        except (psycopg.Error, OSError) as exc:
+            raise DisconnectionError(f"pooled connection is gone: {exc}") from exc
 
 
 def setup_sqlite(engine: Engine, lock_timeout: float = SQLITE_LOCK_TIMEOUT) -> None:

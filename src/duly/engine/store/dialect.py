@@ -9,9 +9,11 @@ import zlib
 from collections.abc import Collection, Sequence
 from typing import Any
 
+import psycopg
 from sqlalchemy import JSON, ColumnElement, Connection, Table, any_, bindparam, func, insert
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 
 
 def any_of(column: Any, values: Collection[Any], *, postgres: bool) -> ColumnElement[bool]:
@@ -37,6 +39,27 @@ def pg_execute(conn: Connection, sql: str, params: dict[str, Any]) -> Any:
     statement; the binary format does not.
     """
     return conn.exec_driver_sql(_binary_placeholders(sql), params)
+
+
+def pg_fetch_one(conn: Connection, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+    """:func:`pg_execute` on the driver's own cursor: the first row as psycopg gives it.
+
+    For the hot path: SQLAlchemy's result set-up (column metadata for every call) cost
+    more than the statement's round trip.
+    """
+    raw: Any = conn.connection.dbapi_connection
+    try:
+        with raw.cursor() as cur:
+            cur.execute(_binary_placeholders(sql), params)
+            row: tuple[Any, ...] | None = cur.fetchone()
+    except psycopg.Error as exc:
+        # As SQLAlchemy would: a broken connection leaves the pool, the error is its own.
+        lost = bool(raw.closed) or isinstance(exc, psycopg.OperationalError)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(sql, params, exc, psycopg.Error,
+                                  connection_invalidated=lost) from exc  # fmt: skip
+    return row
 
 
 @functools.lru_cache(maxsize=128)

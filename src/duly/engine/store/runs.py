@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
-from duly.engine.auditing import AuditEntry
+from duly.engine.auditing import AuditEntry, StatementAuditRecorder
 from duly.engine.errors import NotFound, RunConflict
 from duly.engine.states import RunStatus
 from duly.engine.store.base import (
@@ -19,9 +20,17 @@ from duly.engine.store.base import (
     RunRow,
     iter_chunks,
 )
+from duly.engine.store.dialect import pg_fetch_one
 from duly.engine.store.events import run_cancelled, run_fired, run_retried
 from duly.engine.store.plumbing import SqlBase
-from duly.engine.store.rows import CLAIMABLE_VALUES, IS_CLAIMABLE, aware, run_row
+from duly.engine.store.rows import (
+    CLAIMABLE_VALUES,
+    IS_CLAIMABLE,
+    RUN_FIELDS,
+    aware,
+    pg_run_row,
+    run_row,
+)
 from duly.engine.store.schema import job_executions, runs
 
 
@@ -47,6 +56,20 @@ def new_run_values(new: NewRun, now: datetime) -> dict[str, Any]:
     }
 
 
+_ANY_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+_ENQUEUE_COLUMNS = tuple(new_run_values(NewRun("", _ANY_TIME, ""), _ANY_TIME))
+_PG_ENQUEUE_INSERT = (
+    f"ins AS (INSERT INTO runs ({', '.join(_ENQUEUE_COLUMNS)}) VALUES ("
+    + ", ".join("CAST(:args AS json)" if c == "args" else f":{c}" for c in _ENQUEUE_COLUMNS)
+    + f") ON CONFLICT DO NOTHING RETURNING {', '.join(RUN_FIELDS)}),"
+    " note AS (SELECT pg_notify('duly_runs', :wake) AS sent FROM ins)"
+)
+# ``note`` runs only if referenced: the scalar subquery makes sure it is.
+_PG_ENQUEUE_RETURN = (
+    f" SELECT {', '.join(RUN_FIELDS)} FROM ins WHERE (SELECT count(*) FROM note) >= 0"
+)
+
+
 def _fired(run: RunRow) -> AuditEntry:
     return run_fired(run.id, run.job_name, run.scheduled_for, run.origin)
 
@@ -57,6 +80,10 @@ class RunQueries(SqlBase):
     def run_enqueue(self, new: NewRun, now: datetime) -> tuple[RunRow, bool]:
         """Insert a run unless one with the same idempotency key exists; return it and whether it is new."""
         values = new_run_values(new, now)
+        if self.is_postgres and (
+            self.audit is None or isinstance(self.audit, StatementAuditRecorder)
+        ):
+            return self._pg_enqueue(new, values)
         with self._write(["runs"]) as conn:
             created = conn.execute(
                 self._insert(runs).values(**values).on_conflict_do_nothing().returning(runs.c.id)
@@ -69,6 +96,36 @@ class RunQueries(SqlBase):
             if created is not None:
                 self._audit(conn, [_fired(row)], now)
         return row, created is not None
+
+    def _pg_enqueue(self, new: NewRun, values: dict[str, Any]) -> tuple[RunRow, bool]:
+        """PostgreSQL: the run, its audit event and the wake-up in one autocommit statement.
+
+        One round trip, durable at its return. A key already used inserts nothing; that
+        run is then read (the only second round trip, on a replay). The notification's
+        payload is the run's due time (POSIX seconds), so a worker sleeps until then
+        without asking the database.
+        """
+        params = {**values, "args": json.dumps(values["args"]),
+                  "wake": f"{new.scheduled_for.timestamp():.6f}"}  # fmt: skip
+        ctes = [_PG_ENQUEUE_INSERT]
+        if isinstance(self.audit, StatementAuditRecorder):
+            entry = run_fired(0, new.job_name, new.scheduled_for, new.origin)
+            audit_sql, audit_params = self.audit.insert_for_each("ins", entry, values["created_at"])
+            ctes.append(f"audit AS ({audit_sql})")
+            params |= audit_params
+        sql = "WITH " + ", ".join(ctes) + _PG_ENQUEUE_RETURN
+        with self._autocommit.connect() as conn:
+            row = pg_fetch_one(conn, sql, params)
+            if row is not None:
+                created = pg_run_row(row)
+            else:
+                existing = conn.execute(
+                    select(runs).where(runs.c.idempotency_key == new.idempotency_key)
+                ).one()
+        if row is None:
+            return run_row(existing), False
+        self._publish("runs")
+        return created, True
 
     def run_enqueue_many(self, news: Sequence[NewRun], now: datetime) -> dict[str, int]:
         """:meth:`run_enqueue` for many runs in one transaction; returns ``{idempotency_key: run id}``.
