@@ -16,6 +16,11 @@ Figures (medians of the repeats, printed, not asserted):
   otherwise idle node (the worker sleeps until the next due run);
 * RSS — the worker's resident memory before and after ``--rss-runs`` runs, in rounds.
 
+``--only xenq,xbatch,xwake,xnow,xrun1,xrun3`` measures the engine as separate processes see
+it, with duly's default settings (see ``bench/crossproc.py``): enqueue one by one and in one
+batch from a client process, wake-up lateness in a ``duly worker`` from the due time to
+the job's first line, and drains by one and by three ``duly worker`` processes.
+
 ``--only audit`` measures what the audit trail costs: the 1-process drain (and, with
 ``audit3``, the 3-process drain on PostgreSQL) with every run state change recorded
 (``store.audit = duly.audit.record``, the node's sealer running) and with nothing recorded

@@ -137,6 +137,7 @@ def engine_options(settings: Settings) -> EngineOptions:
         lease_seconds=e.lease_seconds,
         heartbeat_seconds=e.heartbeat_seconds,
         max_idle_seconds=e.max_idle_seconds,
+        sqlite_poll_seconds=e.sqlite_poll_seconds,
         reaper_interval_seconds=e.reaper_interval_seconds,
         shutdown_grace_seconds=e.shutdown_grace_seconds,
         misfire_grace_seconds=e.misfire_grace_seconds,

@@ -200,3 +200,40 @@ def _aware(value: datetime | str) -> datetime:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def test_a_sleeping_worker_process_starts_a_run_another_process_enqueued_at_once(
+    store: SqlStore, duly_worker: StartWorker, wait_for: WaitFor, poll: dict[str, str]
+) -> None:
+    # A worker that would re-check the store only once a minute on its own: only the
+    # cross-process wake-up (NOTIFY; the SQLite file's change counter) can start the run soon.
+    duly_worker("sleeper", "--no-scheduler", DULY_ENGINE__MAX_IDLE_SECONDS="60",
+                DULY_ENGINE__REAPER_INTERVAL_SECONDS="60", DULY_ENGINE__LEASE_SECONDS="30",
+                DULY_ENGINE__HEARTBEAT_SECONDS="10", **poll)  # nothing else wakes it
+    wait_for(lambda: any(n.name == "sleeper" for n in store.node_list()), 90, "the node to start")
+    CLOCK.sleep_blocking(1)  # its first passes done: asleep until woken
+    client = EngineClient(store, builtin_registry, CLOCK)
+    run, _ = client.trigger("duly.noop", idempotency_key="wake-me")
+
+    def done() -> bool:
+        row = store.run_get(run.id)
+        return row is not None and row.status is RunStatus.SUCCEEDED
+
+    wait_for(done, 5, "the run to succeed within seconds, not the worker's minute of idling")
+
+
+@pytest.fixture
+def poll() -> dict[str, str]:
+    """Settings for the sleeping worker (none: the defaults); see the check below."""
+    return {}
+
+
+def test_without_the_file_watch_a_sleeping_sqlite_worker_does_not_notice(
+    store: SqlStore, duly_worker: StartWorker, wait_for: WaitFor
+) -> None:
+    """The check of the test above: on SQLite with polling off, the run waits."""
+    if store.is_postgres:
+        pytest.skip("PostgreSQL wakes by NOTIFY")
+    with pytest.raises(pytest.fail.Exception, match="within seconds"):
+        test_a_sleeping_worker_process_starts_a_run_another_process_enqueued_at_once(
+            store, duly_worker, wait_for, {"DULY_ENGINE__SQLITE_POLL_SECONDS": "0"})

@@ -41,6 +41,8 @@ class EngineSettings(BaseModel):
     """How often a running run's lease is extended; must be below ``lease_seconds``."""
     max_idle_seconds: Annotated[float, Field(gt=0)] = 5.0
     """The longest the scheduler or a worker sleeps without re-checking the store."""
+    sqlite_poll_seconds: Annotated[float, Field(ge=0, le=1)] = 0.002
+    """SQLite: how often a worker checks the file for another process's commit (0: never)."""
     reaper_interval_seconds: Annotated[float, Field(gt=0)] = 15.0
     """How often expired leases are looked for."""
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 30.0

@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from duly.clock import Clock
 from duly.engine.alerts import AlertSink, StoreAlertSink
-from duly.engine.notifier import PgNotifier, libpq_dsn
+from duly.engine.notifier import PgNotifier, SqliteWatcher, libpq_dsn
 from duly.engine.options import EngineOptions
 from duly.engine.registry import JobRegistry
 from duly.engine.services.base import Env, Service, backoff_seconds
@@ -99,6 +99,12 @@ class Node:
                     env, libpq_dsn(str(store.engine.url.render_as_string(hide_password=False)))
                 )
             )
+        sqlite_file = store.engine.url.database if not store.is_postgres else None
+        poll = self.options.sqlite_poll_seconds
+        if self._listen and poll > 0 and "worker" in self.roles and sqlite_file not in (
+            None, "", ":memory:"
+        ):
+            self.services.append(SqliteWatcher(env, str(sqlite_file), poll))
         self._tasks = [
             asyncio.create_task(self._guard(s), name=f"duly-{s.name}") for s in self.services
         ]

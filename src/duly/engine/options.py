@@ -32,6 +32,9 @@ class EngineOptions:
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 10.0
     max_idle_seconds: float = 5.0
+    sqlite_poll_seconds: float = 0.0
+    """SQLite: poll the file's change counter this often to notice other processes' runs
+    (``0``: not at all; the runtime sets the ``engine.sqlite_poll_seconds`` setting)."""
     reaper_interval_seconds: float = 15.0
     shutdown_grace_seconds: float = 30.0
     misfire_grace_seconds: float = 60.0
