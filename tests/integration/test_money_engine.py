@@ -208,8 +208,11 @@ async def test_transfers_due_together_execute_in_batches_each_once(
     async with EngineHarness(store, registry, clock) as h:
         transfers = ScheduledTransfers(h.client)
         rows = [transfers.create(transfer(request_key=f"b{i}"))[0] for i in range(40)]
-        # 40 × 250.00 leave 0.00 of the 10,000.00; this one comes last and cannot be paid
-        short, _ = transfers.create(transfer(request_key="short", amount="1.00"))
+        # 40 × 250.00 leave 0.00 of the 10,000.00; this one, due later, cannot be paid
+        # (due with them, its batch could run beside theirs and be paid before the last)
+        short, _ = transfers.create(
+            transfer(request_key="short", amount="1.00", local_time="10:05")
+        )
         gone, _ = transfers.create(transfer(request_key="gone"))
         transfers.cancel(gone.id)
         await advance(h, timedelta(days=3))

@@ -52,7 +52,10 @@ from duly.engine.states import RunStatus
 from duly.engine.store.base import ClaimedRun, ClaimParams, CompleteParams, NewAlert, RunRow
 from duly.engine.store.plumbing import SqlEffects
 
-__all__ = ["Outcome", "WorkerService"]
+__all__ = ["CLAIM_GROWTH", "Outcome", "WorkerService"]
+
+#: How many times ``claim_batch`` one claim may grow to while inline runs keep a backlog.
+CLAIM_GROWTH = 16
 
 
 @dataclass
@@ -92,16 +95,21 @@ class WorkerService(Service):
         self._batch_slot_cap = max(1, opts.concurrency // 2)
         self._single_jobs = frozenset(j.name for j in env.registry if j.batch is None)
         self._inline_jobs = {j.name: j for j in env.registry if j.inline}
+        self._inline_names = frozenset(self._inline_jobs)
+        #: Runs one claim may take: ``claim_batch``, doubled after each full claim up to
+        #: :data:`CLAIM_GROWTH` times it while runs of inline jobs keep a backlog (they take
+        #: one slot for all), back to ``claim_batch`` once a claim comes back short.
+        self._claim_limit = opts.claim_batch
         self._busy = 0  # slots whose job is executing (a run, or a batch of runs)
         self._batch_busy = 0  # of which batches of batch jobs
         self._writing = 0  # runs whose job returned and whose outcome is being written
         # Runs waiting for their outcome to be written hold no slot, but a node whose writes
         # fall behind stops claiming rather than piling them up.
-        self._writing_cap = 2 * max(opts.concurrency, opts.claim_batch)
+        self._writing_cap = 2 * max(opts.concurrency, opts.claim_batch * CLAIM_GROWTH)
 
     @property
     def slots_in_use(self) -> int:
-        """Concurrency slots taken: one per executing run, one per executing batch of runs.
+        """Concurrency slots taken: one per executing run, batch of runs, or task of inline runs.
 
         A run whose job has returned frees its slot while its outcome is written (it stays
         in :attr:`in_flight`, its lease extended, until written).
@@ -183,6 +191,7 @@ class WorkerService(Service):
         if may_claim and free > 0:
             single = await self._claim(params)
             self._start_singles(single)
+            self._adapt_claim_limit(len(single) >= params.limit)
             full = full or len(single) >= params.limit
             claimed += single
         self.last_claimed = len(claimed)
@@ -202,12 +211,22 @@ class WorkerService(Service):
         finally:
             self._no_claim_running.set()
 
+    def _adapt_claim_limit(self, full: bool) -> None:
+        opts = self.env.options
+        grown = min(self._claim_limit * 2, opts.claim_batch * CLAIM_GROWTH)
+        self._claim_limit = grown if full else opts.claim_batch
+
     def _claim_params(self, free: int) -> ClaimParams:
         opts = self.env.options
+        slots = min(free, opts.claim_batch)
         return ClaimParams(
             node=opts.node_name,
             queues=opts.queues,
-            limit=min(free, opts.claim_batch),
+            # Runs of inline jobs share one slot: with any registered, a claim may take
+            # more runs than there are free slots, those of other jobs at most ``slots``.
+            limit=max(slots, self._claim_limit) if self._inline_names else slots,
+            slot_limit=slots,
+            inline_jobs=self._inline_names,
             now=self.env.clock.now(),
             lease_seconds=opts.lease_seconds,
             # A job's abandoned threads still run it: they count against its limit.
@@ -255,7 +274,7 @@ class WorkerService(Service):
             clock = clock or WaitTrackingClock(self.env.clock)
             inline.append((run, self._context(run, self.env.store.effects_begin(), clock), job))
         if inline:
-            self._busy += len(inline)
+            self._busy += 1  # one after the other on the loop: one slot for all
             earlier = self._supersede([run for run, _, _ in inline])
             task = asyncio.create_task(
                 self._execute_inline(inline, earlier),
@@ -404,9 +423,12 @@ class WorkerService(Service):
             self.completed += 1
             self.wakeup.set()
 
-    def _returned(self, runs: int, *, batch: bool = False) -> None:
-        """A job (or a batch) returned: its slot is free, its outcome is to be written."""
-        self._busy -= 1 if batch else runs
+    def _returned(self, runs: int, *, batch: bool = False, slots: int | None = None) -> None:
+        """A job (or a batch) returned: its slot is free, its outcome is to be written.
+
+        ``slots``: those it held, if not one per run (a batch: one).
+        """
+        self._busy -= slots if slots is not None else 1 if batch else runs
         self._batch_busy -= 1 if batch else 0
         self._writing += runs
         self.wakeup.set()
@@ -421,6 +443,7 @@ class WorkerService(Service):
     ) -> None:
         """Run claimed runs of inline jobs one after the other on the loop; write them together."""
         done: list[tuple[RunRow, JobContext, JobDefinition | None, Outcome, datetime]] = []
+        executing = True
         try:
             await self._wait_for(earlier)
             for run, ctx, job in flights:
@@ -432,15 +455,17 @@ class WorkerService(Service):
                     outcome = outcome_from(None, exc, ctx)
                 else:
                     outcome = outcome_from(value, None, ctx)
-                self._returned(1)
                 done.append((run, ctx, job, outcome, started))
+            executing = False
+            self._returned(len(done), batch=False, slots=1)
             await self._finish(done)
         except asyncio.CancelledError:
             raise
         except Exception:  # the loop must survive anything
             self.log.exception("run.finish_failed", run_ids=[run.id for run, _, _ in flights])
         finally:
-            self._busy -= len(flights) - len(done)
+            if executing:
+                self._returned(len(done), batch=False, slots=1)
             self._written(len(done))
             for run, ctx, _ in flights:
                 self._forget(run.id, ctx)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -14,7 +15,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from duly.engine.auditing import AuditEntry, AuditRecorder
 from duly.engine.store.connect import create_db_engine
+from duly.engine.store.dialect import pg_execute
 from duly.engine.store.events import batched
+from duly.engine.store.rows import aware
 from duly.engine.store.schema import runs
 
 
@@ -137,20 +140,40 @@ class SqlBase:
         """Close every pooled connection."""
         self.engine.dispose()
 
-    def _insert_many(self, conn: Connection, chunk: Sequence[dict[str, Any]]) -> list[int]:
-        """Insert the runs of ``chunk`` that do not exist yet; the new runs' ids."""
-        return [run_id for _, run_id in self._insert_new_runs(conn, chunk)]
+    def _insert_many(self, conn: Connection, chunk: Sequence[dict[str, Any]]) -> dict[str, int]:
+        """Insert the runs of ``chunk`` that do not exist yet; ``{idempotency_key: id}`` of the new."""
+        rows = self._insert_runs(conn, chunk, "idempotency_key", "id")
+        return {str(key): int(run_id) for key, run_id in rows}
 
     def _insert_new_runs(
         self, conn: Connection, chunk: Sequence[dict[str, Any]]
     ) -> list[tuple[datetime, int]]:
         """Insert the runs of ``chunk`` that do not exist yet; ``(scheduled_for, id)`` of each new one."""
-        stmt = (
-            self._insert(runs).on_conflict_do_nothing().returning(runs.c.scheduled_for, runs.c.id)
-        )
-        if len(chunk) == 1:
-            rows = conn.execute(stmt, list(chunk)).all()
-        else:
-            # One multi-row statement (the driver's executemany would run one per row).
-            rows = conn.execute(stmt.values(list(chunk))).all()
-        return [(at, int(run_id)) for at, run_id in rows]
+        rows = self._insert_runs(conn, chunk, "scheduled_for", "id")
+        return [(cast(datetime, aware(at)), int(run_id)) for at, run_id in rows]
+
+    def _insert_runs(
+        self, conn: Connection, chunk: Sequence[dict[str, Any]], *returning: str
+    ) -> list[Any]:
+        """Insert the rows of ``chunk`` (all with the same columns) unless they conflict."""
+        if self.is_postgres and len(chunk) > 1:
+            # The whole chunk as one JSON parameter: a multi-row VALUES list has a parameter
+            # per cell, and compiling and quoting those cost several times the insert.
+            columns = ", ".join(chunk[0])
+            sql = (f"INSERT INTO runs ({columns}) SELECT {columns} FROM "
+                   "json_populate_recordset(NULL::runs, CAST(:rows AS json)) "
+                   f"ON CONFLICT DO NOTHING RETURNING {', '.join(returning)}")  # fmt: skip
+            rows = json.dumps(list(chunk), default=_json_instant, separators=(",", ":"))
+            return list(pg_execute(conn, sql, {"rows": rows}).all())
+        stmt = self._insert(runs).on_conflict_do_nothing()
+        stmt = stmt.returning(*(runs.c[c] for c in returning))
+        # Executed many: SQLAlchemy sends them as few multi-row statements, compiled once.
+        return list(conn.execute(stmt, list(chunk)).all())
+
+
+def _json_instant(value: Any) -> str:
+    """An aware instant as PostgreSQL reads a ``timestamptz`` from JSON."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.isoformat()
+    raise TypeError(f"not JSON: {value!r}")
+

@@ -137,22 +137,24 @@ class RunQueries(SqlBase):
         ids: dict[str, int] = {}
         entries: list[AuditEntry] = []
         with self._write(["runs"]) as conn:
-            for chunk in iter_chunks(values, 500):
-                created = set(self._insert_many(conn, chunk))
-                keys = [v["idempotency_key"] for v in chunk]
-                for key, run_id in conn.execute(
-                    select(runs.c.idempotency_key, runs.c.id).where(
-                        runs.c.idempotency_key.in_(keys)
-                    )
-                ).all():
-                    ids[key] = int(run_id)
-                    if run_id in created:
-                        new = by_key[key]
-                        entries.append(
-                            run_fired(int(run_id), new.job_name, new.scheduled_for, new.origin)
-                        )
+            for chunk in iter_chunks(values, 5000 if self.is_postgres else 500):
+                created = self._insert_many(conn, chunk)
+                for key, run_id in created.items():
+                    new = by_key[key]
+                    entries.append(run_fired(run_id, new.job_name, new.scheduled_for, new.origin))
+                ids |= created
+                ids |= self._run_ids_of(conn, [v["idempotency_key"] for v in chunk
+                                               if v["idempotency_key"] not in created])  # fmt: skip
             self._audit(conn, entries, now)
         return ids
+
+    def _run_ids_of(self, conn: Connection, keys: Sequence[str]) -> dict[str, int]:
+        if not keys:
+            return {}
+        rows = conn.execute(
+            select(runs.c.idempotency_key, runs.c.id).where(runs.c.idempotency_key.in_(keys))
+        ).all()
+        return {str(key): int(run_id) for key, run_id in rows}
 
     def run_next_claimable_at(self, queues: Sequence[str]) -> datetime | None:
         """The earliest ``not_before`` of a claimable run in ``queues``."""
