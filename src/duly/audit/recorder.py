@@ -85,20 +85,21 @@ def details_text(details: Mapping[str, Any]) -> str:
 
 def head_for_update(conn: Connection) -> ChainHead:
     """The chain's head, locked for this transaction on PostgreSQL."""
-    stmt = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
+    stmt = _HEAD_FOR_UPDATE if conn.dialect.name == "postgresql" else _HEAD
     row = conn.execute(stmt).one()
     return ChainHead(int(row.seq), str(row.hash))
 
 
+# Built once: on SQLite, where every event is sealed as it is written, building these
+# statements for each write cost more than running them.
+_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+_HEAD_FOR_UPDATE = _HEAD.with_for_update()
+_MOVE_HEAD = update(audit_head).where(audit_head.c.id == 1)
+
+
 def store_head(conn: Connection, head: ChainHead, **cursor: int) -> None:
     """Move the head to ``head`` (and the sealer's cursor, if given)."""
-    conn.execute(
-        update(audit_head)
-        .where(audit_head.c.id == 1)
-        .values(seq=head.seq, hash=head.hash, **cursor)
-    )
+    conn.execute(_MOVE_HEAD, {"seq": head.seq, "hash": head.hash, **cursor})
 
 
 def _insert_unsealed(conn: Connection, events: Sequence[EventRecord], at: datetime) -> None:

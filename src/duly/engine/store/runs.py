@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from duly.engine.auditing import AuditEntry, StatementAuditRecorder
 from duly.engine.errors import NotFound, RunConflict
@@ -70,6 +70,9 @@ _PG_ENQUEUE_RETURN = (
 )
 
 
+_BY_KEY = select(runs).where(runs.c.idempotency_key == bindparam("key"))
+
+
 def _fired(run: RunRow) -> AuditEntry:
     return run_fired(run.id, run.job_name, run.scheduled_for, run.origin)
 
@@ -85,17 +88,19 @@ class RunQueries(SqlBase):
         ):
             return self._pg_enqueue(new, values)
         with self._write(["runs"]) as conn:
-            created = conn.execute(
-                self._insert(runs).values(**values).on_conflict_do_nothing().returning(runs.c.id)
-            ).scalar()
-            row = run_row(
-                conn.execute(
-                    select(runs).where(runs.c.idempotency_key == new.idempotency_key)
-                ).one()
-            )
-            if created is not None:
-                self._audit(conn, [_fired(row)], now)
-        return row, created is not None
+            inserted = conn.execute(self._enqueue_statement(), values).one_or_none()
+            if inserted is None:
+                existing = conn.execute(_BY_KEY, {"key": new.idempotency_key}).one()
+                return run_row(existing), False
+            row = run_row(inserted)
+            self._audit(conn, [_fired(row)], now)
+        return row, True
+
+    def _enqueue_statement(self) -> Any:
+        # Built once: constructing a statement cost more than running it on SQLite.
+        if self._enqueue_stmt is None:
+            self._enqueue_stmt = self._insert(runs).on_conflict_do_nothing().returning(*runs.c)
+        return self._enqueue_stmt
 
     def _pg_enqueue(self, new: NewRun, values: dict[str, Any]) -> tuple[RunRow, bool]:
         """PostgreSQL: the run, its audit event and the wake-up in one autocommit statement.
