@@ -139,7 +139,12 @@ def test_three_workers_two_kills_every_run_and_effect_exactly_once(
         client.trigger("crash.effect", idempotency_key=f"m{i}")
     for i in range(20):
         client.upsert_schedule(NewSchedule(name=f"s{i}", job_name="crash.effect", spec="every:1s"))
-    node = {"PYTHONPATH": str(tmp_path)}
+    # Three processes writing one SQLite file: a process can wait seconds for the file's
+    # write lock while the others take turns (SQLite's busy handler polls, it does not
+    # queue), beyond the 3 s lease of the other tests. A lease it outlives would make a
+    # live node's run look lost: the embedded store gets a longer one.
+    lease = 3.0 if store.is_postgres else 10.0
+    node = {"PYTHONPATH": str(tmp_path), "DULY_ENGINE__LEASE_SECONDS": str(lease)}
     procs = {n: duly_worker(n, "--import", "crashjobs", **node) for n in ("n1", "n2", "n3")}
     print(f"enqueued {manual} at {CLOCK.now().isoformat()}")
     kills: list[tuple[str, datetime]] = []
@@ -188,7 +193,6 @@ def test_three_workers_two_kills_every_run_and_effect_exactly_once(
     assert set(wins.values()) == {1}  # one successful attempt per run
     assert effects == dict.fromkeys(wins, 1)  # every effect exactly once, none of a lost attempt
     assert {n for n, _, _ in lost} <= {"n1", "n2"} and lost, "the kills landed mid-run"
-    lease = 3.0
     kill_at = dict(kills)
     for victim, _, restarted in lost:
         taken_over = (_aware(restarted) - kill_at[victim]).total_seconds()

@@ -138,6 +138,16 @@ def test_claim_skips_future_runs_other_queues_and_orders_by_priority(store: SqlS
     assert store.run_next_claimable_at(["default"]) == T0 + timedelta(minutes=1)
 
 
+def test_next_claimable_for_some_jobs_beside_any(store: SqlStore) -> None:
+    store.run_enqueue(new_run("soon", job="a", at=T0 + timedelta(minutes=1)), T0)
+    store.run_enqueue(new_run("later", job="b", at=T0 + timedelta(minutes=5)), T0)
+    store.run_enqueue(new_run("elsewhere", job="b", queue="bulk"), T0)
+    in_a = T0 + timedelta(minutes=1)
+    assert store.run_next_claimable_for(["default"], {"b"}) == (in_a, T0 + timedelta(minutes=5))
+    assert store.run_next_claimable_for(["default"], {"c"}) == (in_a, None)
+    assert store.run_next_claimable_for(["none"], {"a"}) == (None, None)
+
+
 def queue_mixed_jobs(store: SqlStore) -> None:
     """Runs of three jobs, their claim order spread across jobs by priority and due time."""
     for key, job, priority, minutes in [

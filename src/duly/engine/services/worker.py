@@ -100,12 +100,14 @@ class WorkerService(Service):
         #: :data:`CLAIM_GROWTH` times it while runs of inline jobs keep a backlog (they take
         #: one slot for all), back to ``claim_batch`` once a claim comes back short.
         self._claim_limit = opts.claim_batch
+        #: When the next run of a batch job falls due, as of the last look; ``None``: unknown.
+        self._batch_due_at: datetime | None = None
         self._busy = 0  # slots whose job is executing (a run, or a batch of runs)
         self._batch_busy = 0  # of which batches of batch jobs
         self._writing = 0  # runs whose job returned and whose outcome is being written
         # Runs waiting for their outcome to be written hold no slot, but a node whose writes
         # fall behind stops claiming rather than piling them up.
-        self._writing_cap = 2 * max(opts.concurrency, opts.claim_batch * CLAIM_GROWTH)
+        self._writing_cap = 2 * max(opts.concurrency, opts.claim_batch)
 
     @property
     def slots_in_use(self) -> int:
@@ -175,12 +177,13 @@ class WorkerService(Service):
         may_claim = (
             free > 0
             and (not self._busy or free >= self._claim_threshold)
-            and self._writing < self._writing_cap
+            and self._writing < max(self._writing_cap, 2 * self._claim_limit)
         )
         claimed: list[ClaimedRun] = []
         params = self._claim_params(free)
         full = False
-        if may_claim and self._batch_jobs and self.batch_slots_in_use < self._batch_slot_cap:
+        if (may_claim and self._batch_jobs and self.batch_slots_in_use < self._batch_slot_cap
+                and self._batch_runs_may_be_due()):  # fmt: skip
             # Batch jobs first (up to a whole batch for one slot), in at most half the
             # slots: a flood of transfers never keeps other jobs waiting.
             batch_params = self._batch_claim_params(params)
@@ -202,7 +205,18 @@ class WorkerService(Service):
             await asyncio.sleep(0)  # let the new tasks start before claiming more
             return
         wake = await self._next_wake(free if may_claim else 0, params.now)
-        await self.env.clock.sleep_until(wake, self.wakeup)
+        if not await self.env.clock.sleep_until(wake, self.wakeup):
+            self._batch_due_at = None  # woken: runs of batch jobs may have been added
+
+    def _batch_runs_may_be_due(self) -> bool:
+        """Whether a claim pass should ask for runs of batch jobs.
+
+        After sleeping until a known run fell due (no wake-up came), runs of batch jobs
+        are asked for only if one of them was due by then: the run's claim is then one
+        statement, not two. Any wake-up makes it unknown again.
+        """
+        due = self._batch_due_at
+        return due is None or due <= self.env.clock.now()
 
     async def _claim(self, params: ClaimParams) -> list[ClaimedRun]:
         self._no_claim_running.clear()
@@ -298,14 +312,19 @@ class WorkerService(Service):
     async def _next_wake(self, free: int, claimed_at: datetime) -> datetime:
         now = self.env.clock.now()
         idle = now + timedelta(seconds=self.env.options.max_idle_seconds)
+        self._batch_due_at = None
         if free <= 0:
             return idle
-        nxt = await self.env.db(self.env.store.run_next_claimable_at, self.env.options.queues)
-        if nxt is None:
-            return idle
+        nxt, batch_due = await self.env.db(
+            self.env.store.run_next_claimable_for, self.env.options.queues, self._batch_jobs
+        )
         # A run already due when we claimed and still not claimed is held back by a limit:
         # wait for a wake-up or idle. One that fell due since is claimed at once.
-        return idle if nxt <= claimed_at else min(nxt, idle)
+        if nxt is None or nxt <= claimed_at or nxt >= idle:
+            return idle
+        # Waking for ``nxt``, the pass knows whether a batch job's run is due by then.
+        self._batch_due_at = batch_due or nxt + timedelta(days=1)
+        return nxt
 
     def _context(
         self, run: RunRow, effects: SqlEffects, clock: WaitTrackingClock | None = None
@@ -790,3 +809,4 @@ class WorkerService(Service):
 def _error_text(exc: BaseException) -> str:
     """One line about a database error, for the log (no statement parameters)."""
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+

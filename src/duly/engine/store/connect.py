@@ -241,6 +241,40 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError(f"pooled connection is gone: {exc}") from exc
 
 
+class FairLock:
+    """A lock its waiters get in the order they asked for it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._next_ticket = 0  # handed to the next thread that asks
+        self._serving = 0  # the ticket whose holder may have the lock
+        self._abandoned: set[int] = set()  # tickets of waiters that gave up
+
+    def acquire(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the lock, behind those who asked first."""
+        with self._cond:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            if self._cond.wait_for(lambda: self._serving == ticket, timeout):
+                return True
+            # Gave up: the turn is skipped when it comes (or now, if it just came).
+            self._abandoned.add(ticket)
+            self._skip_abandoned()
+            return False
+
+    def release(self) -> None:
+        """Let the next waiter in."""
+        with self._cond:
+            self._serving += 1
+            self._skip_abandoned()
+
+    def _skip_abandoned(self) -> None:
+        while self._serving in self._abandoned:
+            self._abandoned.discard(self._serving)
+            self._serving += 1
+        self._cond.notify_all()
+
+
 def setup_sqlite(engine: Engine, lock_timeout: float = SQLITE_LOCK_TIMEOUT) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -254,8 +288,10 @@ def setup_sqlite(engine: Engine, lock_timeout: float = SQLITE_LOCK_TIMEOUT) -> N
     # Writers of this process queue on a Python lock before taking SQLite's: waiting in
     # SQLite's busy handler means sleeping in steps of up to 100 ms, which would cap a
     # busy node at a few hundred transactions a second. Other processes on the same file
-    # still meet SQLite's own lock.
-    lock = threading.Lock()
+    # still meet SQLite's own lock. The lock is first come, first served: a heartbeat
+    # waiting behind busy jobs' effects transactions gets its turn (a plain lock may hand
+    # it to the same few threads again and again, until the node's leases run out).
+    lock = FairLock()
     holders: set[int] = set()
     holders_guard = threading.Lock()
 

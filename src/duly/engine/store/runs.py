@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, case, func, select, update
 
 from duly.engine.auditing import AuditEntry, StatementAuditRecorder
 from duly.engine.errors import NotFound, RunConflict
@@ -170,6 +170,23 @@ class RunQueries(SqlBase):
                 )
             ).scalar()
         return aware(value)
+
+    def run_next_claimable_for(
+        self, queues: Sequence[str], jobs: Collection[str]
+    ) -> tuple[datetime | None, datetime | None]:
+        """The earliest ``not_before`` of a claimable run in ``queues``: of any job, of ``jobs``.
+
+        One query for both: a worker that knows when runs of its batch jobs fall due can
+        leave them out of a claim made for another run.
+        """
+        of_jobs = func.min(case((runs.c.job_name.in_(sorted(jobs)), runs.c.not_before)))
+        with self._read() as conn:
+            row = conn.execute(
+                select(func.min(runs.c.not_before), of_jobs).where(
+                    IS_CLAIMABLE, runs.c.queue.in_(list(queues))
+                )
+            ).one()
+        return aware(row[0]), aware(row[1])
 
     def run_oldest_due(self, now: datetime) -> datetime | None:
         """When the longest-waiting run that is due and not yet claimed became due, if any."""
