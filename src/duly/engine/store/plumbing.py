@@ -70,7 +70,6 @@ class SqlBase:
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         #: Records run and schedule changes in their transactions; ``None`` records nothing.
         self.audit: AuditRecorder | None = None
-        self._enqueue_stmt: Any = None
         self._subscribers: list[Callable[[str], None]] = []
         self._sub_lock = threading.Lock()
 

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from duly.engine.auditing import AuditEntry, StatementAuditRecorder
 from duly.engine.errors import NotFound, RunConflict
@@ -71,6 +73,11 @@ _PG_ENQUEUE_RETURN = (
 
 
 _BY_KEY = select(runs).where(runs.c.idempotency_key == bindparam("key"))
+# Built once, per dialect: constructing the statement cost more than running it on SQLite.
+_ENQUEUE = {
+    "sqlite": sqlite_insert(runs).on_conflict_do_nothing().returning(*runs.c),
+    "postgresql": pg_insert(runs).on_conflict_do_nothing().returning(*runs.c),
+}
 
 
 def _fired(run: RunRow) -> AuditEntry:
@@ -88,19 +95,13 @@ class RunQueries(SqlBase):
         ):
             return self._pg_enqueue(new, values)
         with self._write(["runs"]) as conn:
-            inserted = conn.execute(self._enqueue_statement(), values).one_or_none()
+            inserted = conn.execute(_ENQUEUE[self.dialect], values).one_or_none()
             if inserted is None:
                 existing = conn.execute(_BY_KEY, {"key": new.idempotency_key}).one()
                 return run_row(existing), False
             row = run_row(inserted)
             self._audit(conn, [_fired(row)], now)
         return row, True
-
-    def _enqueue_statement(self) -> Any:
-        # Built once: constructing a statement cost more than running it on SQLite.
-        if self._enqueue_stmt is None:
-            self._enqueue_stmt = self._insert(runs).on_conflict_do_nothing().returning(*runs.c)
-        return self._enqueue_stmt
 
     def _pg_enqueue(self, new: NewRun, values: dict[str, Any]) -> tuple[RunRow, bool]:
         """PostgreSQL: the run, its audit event and the wake-up in one autocommit statement.
