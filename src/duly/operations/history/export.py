@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import operator
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -44,6 +45,8 @@ def neutralise(cell: str) -> str:
 def _text(value: object) -> str:
     if value is None:
         return ""
+    if isinstance(value, str):
+        return value
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -51,9 +54,12 @@ def _text(value: object) -> str:
     return str(value)
 
 
+_CELLS = operator.attrgetter(*CSV_COLUMNS)
+
+
 def csv_row(entry: HistoryEntry) -> list[str]:
     """One entry as the CSV's cells, in :data:`CSV_COLUMNS` order."""
-    return [neutralise(_text(getattr(entry, column))) for column in CSV_COLUMNS]
+    return [neutralise(_text(value)) for value in _CELLS(entry)]
 
 
 def csv_chunks(entries: Iterable[HistoryEntry]) -> Iterator[str]:
