@@ -136,7 +136,8 @@ def _open(browser: object) -> tuple[object, Watch]:
     page.on("console", lambda m: watch.problems.append(f"console {m.type}: {m.text}")
             if m.type == "error" else None)  # fmt: skip
     page.on("pageerror", lambda e: watch.problems.append(f"page error: {e}"))
-    page.on("requestfailed", lambda r: watch.problems.append(f"failed request: {r.url}"))
+    page.on("requestfailed",
+            lambda r: watch.problems.append(f"failed request: {r.url} ({r.failure})"))  # fmt: skip
     page.on("response", lambda r: watch.problems.append(f"HTTP {r.status}: {r.url}")
             if r.status >= 400 else None)  # fmt: skip
     return page, watch
@@ -147,6 +148,9 @@ def _sign_in(page: object, served: Served, token: str) -> None:
     page.get_by_label("API token").fill(token)  # type: ignore[attr-defined]
     page.get_by_role("button", name="Sign in").click()  # type: ignore[attr-defined]
     page.wait_for_selector("h1:text('Operations')")  # type: ignore[attr-defined]
+    # The heading shows before the page's stylesheet and script have loaded; navigating
+    # on at once would abort them, and an aborted request is reported as a failure.
+    page.wait_for_load_state("load")  # type: ignore[attr-defined]
 
 
 def _shot(page: object, served: Served, name: str) -> None:
@@ -204,9 +208,11 @@ def test_every_page_loads_without_console_errors_or_failed_requests(
         _shot(page, served, name)
     page.goto(f"{served.url}/money?customer=demo-grace")  # type: ignore[attr-defined]
     page.locator("a:text-matches('^transfer \\\\d+$')").first.click()  # type: ignore[attr-defined]
+    page.wait_for_load_state("load")  # type: ignore[attr-defined]
     _shot(page, served, "transfer")
     page.goto(f"{served.url}/money?customer=demo-ada")  # type: ignore[attr-defined]
     page.locator("a:text-matches('^payment \\\\d+$')").first.click()  # type: ignore[attr-defined]
+    page.wait_for_load_state("load")  # type: ignore[attr-defined]
     _shot(page, served, "recurring-payment")
     page.wait_for_timeout(1500)  # type: ignore[attr-defined]  # a refresh of the live region, at least
     assert watch.problems == []
@@ -256,6 +262,7 @@ def test_resolve_an_error(served: Served, browser: object, wait_for: WaitFor) ->
              and page.locator("a:text-matches('^error \\\\d+$')").count() > 0, 60,  # type: ignore[attr-defined]
              "an unresolved error")  # fmt: skip
     page.locator("a:text-matches('^error \\\\d+$')").first.click()  # type: ignore[attr-defined]
+    page.wait_for_load_state("load")  # type: ignore[attr-defined]
     page.get_by_label("What was found and done").fill("account closed at the bank; customer told")  # type: ignore[attr-defined]
     page.get_by_role("button", name="Resolve").click()  # type: ignore[attr-defined]
     page.wait_for_selector("text=Error resolved.")  # type: ignore[attr-defined]
