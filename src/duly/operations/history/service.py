@@ -132,11 +132,7 @@ def entries(engine: Engine, flt: HistoryFilter, *, chunk: int = 1000) -> Iterato
     """
     check_filter(flt)
     tz = ZoneInfo(customer_info(engine, flt.customer_id).timezone)
-    streams = [
-        _kind_entries(engine, flt, kind, chunk, tz)
-        for kind in flt.kinds
-        if _SOURCES[kind](flt, None, 1) is not None
-    ]
+    streams = [_kind_entries(engine, flt, kind, chunk, tz) for kind in flt.kinds]
     for _, entry in heapq.merge(*streams, key=_first, reverse=True):
         yield entry
 
@@ -148,8 +144,11 @@ def _kind_entries(
     after: Key | None = None
     catalog: dict[str, Any] = {}
     while True:
+        query = _SOURCES[kind](flt, after, chunk)
+        if query is None:  # the filter rules this kind out
+            return
         with engine.connect() as conn:
-            rows = conn.execute(_SOURCES[kind](flt, after, chunk)).all()
+            rows = conn.execute(query).all()
             unknown = {r.error_code for r in rows if r.error_code} - catalog.keys()
             catalog |= _catalog(conn, unknown)
         for row in rows:
